@@ -1,0 +1,33 @@
+"""DP ResNet-9 on the embedded synthetic-lesion demo (CPU, a few minutes).
+
+Command:
+
+  python -m dp_medtf.train --dataset=demo --epsilon=8
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The demo recipe."""
+  config = ml_collections.ConfigDict()
+  config.dataset = 'demo'
+  config.data = ml_collections.ConfigDict(dict(image_size=32, data_seed=0))
+  config.num_train_examples = 2400
+  config.input_shape = (32, 32, 3)
+  config.num_classes = 2
+  config.model = ml_collections.ConfigDict(dict(name='resnet9', width=16))
+  config.optimizer = 'nadam'
+  config.learning_rate = 2e-3
+  config.batch_size = 256  # Expected logical batch size B = q * N.
+  config.physical_batch_size = 0  # 0: the Poisson bound, one chunk a step.
+  config.epochs = 12
+  config.eval_batch_size = 300
+  config.augment = ml_collections.ConfigDict(
+      dict(flip_vertical=0.5, flip_horizontal=0.5, multiplicity=1))
+  config.dp = ml_collections.ConfigDict(dict(
+      epsilon=8.0, delta=8e-7, clip_norm=1.0, engine='vectorized',
+      # Per-budget clip norms, keyed by str(epsilon); clip_norm otherwise.
+      clip_norms={}))
+  config.seed = 0
+  return config
