@@ -1,0 +1,40 @@
+"""DP 3D U-Net on MSD Task03 Liver (liver and tumour segmentation).
+
+The paper's private recipe: U-Net with 16 base channels, NAdam at 2e-3, batch
+1, 500 epochs, no augmentation; unweighted loss for epsilon <= 20, class
+weights (background 0.1, liver 0.4, tumour 0.5) above; delta = 8e-7. Volumes
+are resampled to 128 x 128 x 50 and CT values clipped to [-150, 200] HU.
+
+Command:
+
+  python -m dp_medtf.train --dataset=msd_liver --data_dir=/data/Task03_Liver \
+      --epsilon=8
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The MSD Liver recipe."""
+  config = ml_collections.ConfigDict()
+  config.dataset = 'msd_liver'
+  config.data = ml_collections.ConfigDict(dict(
+      volume_shape=(50, 128, 128), hu_range=(-150.0, 200.0), split_seed=0))
+  # 131 training volumes: 10% test, then 10% of the rest validation -> 106.
+  config.num_train_examples = 106
+  config.input_shape = (50, 128, 128, 1)
+  config.num_classes = 3
+  config.model = ml_collections.ConfigDict(dict(name='unet3d', width=16))
+  config.optimizer = 'nadam'
+  config.learning_rate = 2e-3
+  config.batch_size = 1
+  config.physical_batch_size = 4
+  config.epochs = 500
+  config.eval_batch_size = 1
+  config.augment = ml_collections.ConfigDict(
+      dict(flip_vertical=0.0, flip_horizontal=0.0, multiplicity=1))
+  config.dp = ml_collections.ConfigDict(dict(
+      epsilon=8.0, delta=8e-7, clip_norm=1.0, engine='vectorized',
+      clip_norms={}))
+  config.seed = 0
+  return config
