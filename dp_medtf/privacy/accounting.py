@@ -17,6 +17,7 @@ import dataclasses
 import math
 
 import dp_accounting
+from scipy import optimize
 from dp_accounting import rdp
 
 # Bisection bracket for the noise multiplier, in log space. 1e-15 reaches
@@ -107,8 +108,8 @@ def calibrate_noise_multiplier(epsilon: float, delta: float,
                                rtol: float = 1e-3) -> float:
   """The smallest noise multiplier whose T steps spend at most `epsilon`.
 
-  A bisection over log(z), so that it is robust from epsilon ~0.01 to beyond
-  1e18 (where z is tiny). The result always satisfies
+  A root search over log(z), so that it is robust from epsilon ~0.01 to
+  beyond 1e18 (where z is tiny). The result always satisfies
   spent_epsilon(z) <= epsilon, and is within `rtol` of it.
 
   Args:
@@ -130,22 +131,22 @@ def calibrate_noise_multiplier(epsilon: float, delta: float,
   if math.isinf(epsilon):
     raise ValueError('epsilon=inf needs no noise; train without DP instead.')
 
-  def eps_at(log_z):
-    return spent_epsilon(math.exp(log_z), delta, sampling_rate, steps)
+  def log_excess(log_z):
+    return math.log(
+        spent_epsilon(math.exp(log_z), delta, sampling_rate, steps) / epsilon)
 
-  lo, hi = _LOG_Z_MIN, _LOG_Z_MAX  # eps_at(lo) is large, eps_at(hi) small.
-  eps_hi = eps_at(hi)
-  if eps_hi > epsilon:
+  if log_excess(_LOG_Z_MAX) > 0:
     raise ValueError(
-        f'epsilon={epsilon} is below what noise multiplier {math.exp(hi):g} '
-        f'reaches at delta={delta}, q={sampling_rate}, T={steps}.')
-  if eps_at(lo) <= epsilon:
-    return math.exp(lo)
-  while eps_hi < epsilon * (1.0 - rtol) and hi - lo > 1e-12:
-    mid = 0.5 * (lo + hi)
-    eps_mid = eps_at(mid)
-    if eps_mid > epsilon:
-      lo = mid
-    else:
-      hi, eps_hi = mid, eps_mid
-  return math.exp(hi)
+        f'epsilon={epsilon} is below what noise multiplier '
+        f'{math.exp(_LOG_Z_MAX):g} reaches at delta={delta}, '
+        f'q={sampling_rate}, T={steps}.')
+  if log_excess(_LOG_Z_MIN) <= 0:
+    return math.exp(_LOG_Z_MIN)
+  # log(epsilon) is smooth and decreasing in log(z): Brent's method converges
+  # in a few dozen evaluations where bisection needs ~60.
+  log_z = optimize.brentq(log_excess, _LOG_Z_MIN, _LOG_Z_MAX,
+                          xtol=1e-3 * rtol, rtol=1e-12)
+  # Step up to the safe side: spent <= epsilon, within rtol of it.
+  while log_excess(log_z) > 0:
+    log_z += 1e-3 * rtol
+  return math.exp(log_z)

@@ -1,0 +1,97 @@
+"""Which examples form each step: Poisson sampling for DP, shuffling otherwise.
+
+DP-SGD's accounting assumes Poisson sampling: each example joins each step
+independently with probability q, so a logical batch has a random size. To
+keep shapes fixed (XLA and TPUs compile once), a logical batch is cut into
+physical chunks of a fixed size, the last one padded and masked. Nothing is
+ever dropped: a logical batch larger than one chunk simply takes more chunks,
+all accumulated before the one noise draw of that step.
+
+Example:
+
+  >>> sampler = PoissonSampler(num_examples=1000, sampling_rate=0.1, seed=0)
+  >>> chunks = to_chunks(sampler.step_indices(0), chunk_size=128)
+  >>> chunks[0].indices.shape, int(chunks[0].mask.sum()) == len(sampler.step_indices(0))
+  ((128,), True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import stats
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+  """A fixed-size physical batch.
+
+  Attributes:
+    indices: int64 [size] example indices (padding repeats index 0).
+    mask: float32 [size], 1 for real examples and 0 for padding.
+  """
+  indices: np.ndarray
+  mask: np.ndarray
+
+
+def to_chunks(indices: np.ndarray, chunk_size: int) -> list[Chunk]:
+  """Cuts a logical batch into padded chunks of `chunk_size`.
+
+  An empty logical batch gives one all-padding chunk, so that the step still
+  runs (and still adds its noise, as the accounting assumes).
+  """
+  if chunk_size < 1:
+    raise ValueError(f'chunk_size must be positive, got {chunk_size}.')
+  count = max(1, math.ceil(len(indices) / chunk_size))
+  chunks = []
+  for c in range(count):
+    part = np.asarray(indices[c * chunk_size:(c + 1) * chunk_size], np.int64)
+    pad = chunk_size - len(part)
+    chunks.append(Chunk(
+        np.concatenate([part, np.zeros(pad, np.int64)]),
+        np.concatenate([np.ones(len(part), np.float32),
+                        np.zeros(pad, np.float32)])))
+  return chunks
+
+
+def poisson_bound(num_examples: int, sampling_rate: float, steps: int,
+                  failure_prob: float = 1e-3) -> int:
+  """A chunk size that holds a whole Poisson batch in all but rare steps.
+
+  The size is the binomial quantile that every one of `steps` batches stays
+  below with probability at least 1 - failure_prob. A larger batch still
+  trains correctly, over two chunks.
+  """
+  per_step = failure_prob / max(steps, 1)
+  return max(1, int(stats.binom.isf(per_step, num_examples, sampling_rate)))
+
+
+class PoissonSampler:
+  """Poisson sampling, deterministic per (seed, step).
+
+  Each step's batch depends only on the seed and the step number, so a
+  resumed run draws exactly the batches an uninterrupted run would.
+  """
+
+  def __init__(self, num_examples: int, sampling_rate: float, seed: int):
+    if num_examples < 1:
+      raise ValueError(f'num_examples must be positive, got {num_examples}.')
+    if not 0.0 < sampling_rate <= 1.0:
+      raise ValueError(f'sampling_rate must lie in (0, 1], got {sampling_rate}.')
+    self.num_examples = num_examples
+    self.sampling_rate = sampling_rate
+    self.seed = seed
+
+  def step_indices(self, step: int) -> np.ndarray:
+    """The indices of the examples that join step `step`."""
+    rng = np.random.default_rng([self.seed, step, 0x9D15])
+    return np.flatnonzero(rng.random(self.num_examples) < self.sampling_rate)
+
+
+def shuffled_batches(num_examples: int, batch_size: int, seed: int,
+                     epoch: int) -> list[Chunk]:
+  """One epoch of shuffled fixed-size batches (non-private training)."""
+  rng = np.random.default_rng([seed, epoch, 0x5F1E])
+  return to_chunks(rng.permutation(num_examples), batch_size)

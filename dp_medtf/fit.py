@@ -1,0 +1,299 @@
+"""The training job: recipe -> data -> model -> (DP) steps -> results.json.
+
+`plan_privacy` turns a recipe into the run's privacy parameters (q, T, z,
+C); `train_and_evaluate` runs it and writes, in the workdir, results.json, a
+checkpoint and TensorBoard logs of loss, validation metric and epsilon spent.
+
+Example:
+
+  >>> from dp_medtf import recipes
+  >>> plan = plan_privacy(recipes.load('demo'), num_train_examples=2400)
+  >>> plan.steps, round(plan.sampling_rate, 4)
+  (108, 0.1067)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from dp_medtf import data
+from dp_medtf import metrics
+from dp_medtf import models
+from dp_medtf.data import pipeline
+from dp_medtf.data import sampling
+from dp_medtf.privacy import accounting
+from dp_medtf.privacy import step as dp_step
+from dp_medtf.privacy import tf_privacy
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivacyPlan:
+  """The privacy parameters of one run.
+
+  Attributes:
+    epsilon_target: the budget (math.inf: non-private).
+    delta: target delta.
+    sampling_rate: q = B / N.
+    steps: T = (N // B) * epochs.
+    steps_per_epoch: N // B.
+    expected_batch_size: B.
+    noise_multiplier: z (0.0 without DP).
+    clip_norm: C (None without DP).
+    chunk_size: examples per physical chunk.
+  """
+  epsilon_target: float
+  delta: float
+  sampling_rate: float
+  steps: int
+  steps_per_epoch: int
+  expected_batch_size: int
+  noise_multiplier: float
+  clip_norm: float | None
+  chunk_size: int
+
+  @property
+  def private(self) -> bool:
+    return not math.isinf(self.epsilon_target)
+
+  def epsilon_spent(self, steps: int) -> float:
+    """Epsilon spent after `steps` steps (inf without DP)."""
+    if not self.private:
+      return math.inf
+    return accounting.spent_epsilon(self.noise_multiplier, self.delta,
+                                    self.sampling_rate, steps)
+
+
+def clip_norm_for(config: ml_collections.ConfigDict) -> float:
+  """The clip norm of the recipe at its epsilon (per-budget table first)."""
+  table = config.dp.get('clip_norms', {}) or {}
+  for key, value in table.items():
+    if float(key) == float(config.dp.epsilon):
+      return float(value)
+  return float(config.dp.clip_norm)
+
+
+def plan_privacy(config: ml_collections.ConfigDict,
+                 num_train_examples: int) -> PrivacyPlan:
+  """Calibrates the run's noise for its budget.
+
+  Args:
+    config: the recipe (dp.epsilon, dp.delta, batch_size, epochs, ...).
+    num_train_examples: N, counted from the data.
+
+  Returns:
+    The PrivacyPlan.
+
+  Raises:
+    ValueError: naming the field, for an impossible setting.
+  """
+  epsilon, delta = float(config.dp.epsilon), float(config.dp.delta)
+  accounting.validate(epsilon=epsilon, delta=delta)
+  n, b = int(num_train_examples), int(config.batch_size)
+  if b < 1 or b > n:
+    raise ValueError(f'batch_size must lie in [1, {n}] (the training-set '
+                     f'size), got {b}.')
+  if int(config.epochs) < 1:
+    raise ValueError(f'epochs must be positive, got {config.epochs}.')
+  steps_per_epoch = n // b
+  steps = steps_per_epoch * int(config.epochs)
+  q = b / n
+  if math.isinf(epsilon):
+    return PrivacyPlan(epsilon, delta, q, steps, steps_per_epoch, b, 0.0,
+                       None, b)
+  z = accounting.calibrate_noise_multiplier(epsilon, delta, q, steps)
+  if config.dp.engine == 'tf_privacy':
+    # TF Privacy noises every call: a whole logical batch in one chunk.
+    chunk = sampling.poisson_bound(n, q, steps, failure_prob=1e-6)
+  else:
+    chunk = (int(config.physical_batch_size) or
+             sampling.poisson_bound(n, q, steps))
+  return PrivacyPlan(epsilon, delta, q, steps, steps_per_epoch, b, z,
+                     clip_norm_for(config), chunk)
+
+
+def _make_optimizer(config: ml_collections.ConfigDict):
+  optimizers = {'nadam': tf.keras.optimizers.Nadam,
+                'adam': tf.keras.optimizers.Adam}
+  if config.optimizer not in optimizers:
+    raise ValueError(f'Unknown optimizer {config.optimizer!r}; choose one of '
+                     f'{sorted(optimizers)}.')
+  return optimizers[config.optimizer](config.learning_rate)
+
+
+def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
+              model: tf.keras.Model):
+  """The training step for the plan: DP (by engine) or non-private."""
+  loss = dp_step.classification_loss
+  if not plan.private:
+    return dp_step.NonPrivateStep(model, loss, _make_optimizer(config))
+  if config.dp.engine == 'tf_privacy':
+    optimizer = tf_privacy.make_optimizer(
+        config.optimizer, clip_norm=plan.clip_norm,
+        noise_multiplier=plan.noise_multiplier,
+        learning_rate=config.learning_rate)
+    return tf_privacy.TfPrivacyStep(model, loss, optimizer)
+  return dp_step.DPStep(
+      model, loss, _make_optimizer(config), clip_norm=plan.clip_norm,
+      noise_multiplier=plan.noise_multiplier,
+      expected_batch_size=plan.expected_batch_size, seed=int(config.seed),
+      engine=config.dp.engine)
+
+
+def _flip_probs(config: ml_collections.ConfigDict) -> dict[int, float]:
+  return {1: float(config.augment.flip_vertical),
+          2: float(config.augment.flip_horizontal)}
+
+
+def _epoch_plan(plan: PrivacyPlan, num_train: int, seed: int, epoch: int):
+  """(step, chunk) pairs of one epoch."""
+  if not plan.private:
+    batches = sampling.shuffled_batches(num_train, plan.expected_batch_size,
+                                        seed, epoch)
+    first = epoch * len(batches)
+    return [(first + i, c) for i, c in enumerate(batches)]
+  sampler = sampling.PoissonSampler(num_train, plan.sampling_rate, seed)
+  first = epoch * plan.steps_per_epoch
+  return [(s, c) for s in range(first, first + plan.steps_per_epoch)
+          for c in sampling.to_chunks(sampler.step_indices(s), plan.chunk_size)]
+
+
+def evaluate(model: tf.keras.Model, split: data.ArraySplit,
+             normalizer: pipeline.Normalizer, batch_size: int,
+             num_classes: int) -> dict[str, float]:
+  """MCC and accuracy of a classifier on a split."""
+  predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1))
+  predictions = [predict(x).numpy()
+                 for x, _ in pipeline.eval_dataset(split, normalizer,
+                                                   batch_size)]
+  pred = np.concatenate(predictions)
+  return {'mcc': metrics.mcc(split.labels, pred, num_classes),
+          'accuracy': float(np.mean(pred == split.labels))}
+
+
+def _strict_json(obj: Any) -> Any:
+  """Infinite floats become the string 'inf' (JSON has no infinity)."""
+  if isinstance(obj, float) and math.isinf(obj):
+    return 'inf' if obj > 0 else '-inf'
+  if isinstance(obj, dict):
+    return {k: _strict_json(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_strict_json(v) for v in obj]
+  return obj
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes strict JSON through a temporary file, never truncating `path`."""
+  tmp = path + '.tmp'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    json.dump(_strict_json(obj), f, indent=2, allow_nan=False)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data_dir: str = '') -> dict[str, Any]:
+  """Trains the recipe's model and writes the run's outputs to `workdir`.
+
+  Args:
+    config: the recipe, with flags already applied.
+    workdir: output folder (created if missing).
+    data_dir: the dataset folder, for datasets read from disk.
+
+  Returns:
+    The results dict, also written to workdir/results.json.
+  """
+  start = time.time()
+  tf.io.gfile.makedirs(workdir)
+  tf.keras.utils.set_random_seed(int(config.seed))
+  train = data.load_split(config, 'train', data_dir)
+  validation = data.load_split(config, 'validation', data_dir)
+  test = data.load_split(config, 'test', data_dir)
+  plan = plan_privacy(config, len(train))
+  normalizer = pipeline.Normalizer.fit(train.images)
+  model = models.build(config.model, train.images.shape[1:],
+                       int(config.num_classes))
+  step = make_step(config, plan, model)
+  if plan.private:
+    logging.info('DP-SGD: engine=%s z=%.6g C=%g q=%.5g T=%d chunk=%d',
+                 config.dp.engine, plan.noise_multiplier, plan.clip_norm,
+                 plan.sampling_rate, plan.steps, plan.chunk_size)
+  else:
+    logging.info('Non-private training: batch %d', plan.expected_batch_size)
+  optimizer = step.optimizer
+
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  manager = tf.train.CheckpointManager(
+      checkpoint, os.path.join(workdir, 'checkpoints'), max_to_keep=2)
+  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+  flips = _flip_probs(config)
+  steps_done = 0
+  history = []
+  for epoch in range(int(config.epochs)):
+    epoch_plan = _epoch_plan(plan, len(train), int(config.seed), epoch)
+    last_chunk_of_step = {s: i for i, (s, _) in enumerate(epoch_plan)}
+    num_steps = len(last_chunk_of_step)
+    if (plan.private and config.dp.engine == 'tf_privacy' and
+        len(epoch_plan) > num_steps):
+      raise RuntimeError(
+          f'A Poisson batch exceeded {plan.chunk_size} examples; the '
+          'tf_privacy engine cannot split it. Use engine=vectorized.')
+    print(f'Epoch {epoch + 1}/{config.epochs}')
+    progress = tf.keras.utils.Progbar(num_steps, stateful_metrics=['epsilon'])
+    dataset = pipeline.train_dataset(
+        train, epoch_plan, normalizer, int(config.augment.multiplicity), flips,
+        int(config.seed))
+    losses = []
+    for i, ((s, _), (x, y, mask)) in enumerate(zip(epoch_plan, dataset)):
+      losses.append(float(step.accumulate(x, y, mask)))
+      if last_chunk_of_step[s] == i:
+        step.apply()
+        steps_done += 1
+        progress.add(1, [('loss', losses[-1])])
+    epsilon = plan.epsilon_spent(steps_done)
+    val = evaluate(model, validation, normalizer,
+                   int(config.eval_batch_size), int(config.num_classes))
+    progress.update(num_steps, [('epsilon', epsilon),
+                                ('val_mcc', val['mcc'])], finalize=True)
+    with writer.as_default(step=epoch + 1):
+      tf.summary.scalar('train/loss', float(np.mean(losses)))
+      tf.summary.scalar('validation/mcc', val['mcc'])
+      tf.summary.scalar('privacy/epsilon_spent', epsilon)
+    history.append({'epoch': epoch + 1, 'loss': float(np.mean(losses)),
+                    'validation_mcc': val['mcc'], 'epsilon_spent': epsilon,
+                    'steps': steps_done})
+    manager.save(checkpoint_number=epoch + 1)
+
+  test_metrics = evaluate(model, test, normalizer, int(config.eval_batch_size),
+                          int(config.num_classes))
+  results = {
+      'dataset': config.dataset,
+      'model': config.model.name,
+      'engine': config.dp.engine if plan.private else 'non_private',
+      'epsilon_target': plan.epsilon_target,
+      'epsilon_spent': plan.epsilon_spent(steps_done),
+      'delta': plan.delta,
+      'noise_multiplier': plan.noise_multiplier,
+      'clip_norm': plan.clip_norm,
+      'sampling_rate': plan.sampling_rate,
+      'steps': steps_done,
+      'epochs': int(config.epochs),
+      'batch_size': plan.expected_batch_size,
+      'physical_batch_size': plan.chunk_size,
+      'num_train_examples': len(train),
+      'seed': int(config.seed),
+      'metrics': test_metrics,
+      'validation_mcc': history[-1]['validation_mcc'] if history else None,
+      'history': history,
+      'wall_seconds': time.time() - start,
+  }
+  write_json_atomic(os.path.join(workdir, 'results.json'), results)
+  return results

@@ -1,0 +1,136 @@
+"""Trains a model with (or without) differential privacy.
+
+Usage:
+
+  python -m dp_medtf.train                                # demo, epsilon 8
+  python -m dp_medtf.train --dataset=demo --epsilon=inf   # non-private
+  python -m dp_medtf.train --dataset=radimagenet --data_dir=/data/rin \\
+      --epsilon=32 --workdir=/tmp/rin_eps32
+  python -m dp_medtf.train --config=configs/demo.py --config.epochs=3
+
+--config defaults to configs/<dataset>.py; any field can be overridden with
+--config.<field>=<value>. --epsilon, --delta and --seed override the recipe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from dp_medtf import recipes
+
+FLAGS = flags.FLAGS
+_DATASET = flags.DEFINE_enum('dataset', 'demo', recipes.DATASETS,
+                             'Which dataset (and default recipe) to use.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A get_config() recipe file; defaults to the dataset\'s.',
+    lock_config=True)
+_EPSILON = flags.DEFINE_string(
+    'epsilon', None, 'Target epsilon (a positive number, or inf for '
+    'non-private training); default: the recipe\'s.')
+_DELTA = flags.DEFINE_float('delta', None,
+                            'Target delta; default: the recipe\'s (8e-7).')
+_SEED = flags.DEFINE_integer('seed', None, 'Training seed; default: the '
+                             'recipe\'s.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder; default '
+                               'workdir/<dataset>_eps<epsilon>_seed<seed>.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'The dataset folder in its '
+                                'original layout (not needed for the demo).')
+
+
+def _dataset_from_argv(argv: list[str]) -> str:
+  """The --dataset value in argv, read before flags are parsed."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--dataset='):
+      return arg.split('=', 1)[1]
+    if arg == '--dataset' and i + 1 < len(argv):
+      return argv[i + 1]
+  return 'demo'
+
+
+def _set_default_config(argv: list[str]) -> None:
+  """Points --config at configs/<dataset>.py unless it was given."""
+  if any(a == '--config' or a.startswith('--config=') for a in argv):
+    return
+  dataset = _dataset_from_argv(argv)
+  if dataset in recipes.DATASETS:
+    FLAGS.set_default('config', recipes.path(dataset))
+
+
+def parse_epsilon(value: str) -> float:
+  """Parses --epsilon: a positive float or 'inf'."""
+  try:
+    epsilon = float(value)
+  except ValueError:
+    raise app.UsageError(f'--epsilon must be a number or inf, got {value!r}.')
+  if math.isnan(epsilon) or epsilon <= 0:
+    raise app.UsageError(f'--epsilon must be positive, got {value}.')
+  return epsilon
+
+
+def resolve_config(config):
+  """Applies the top-level flags to the recipe and checks them."""
+  if config.dataset != _DATASET.value and FLAGS['dataset'].present:
+    raise app.UsageError(
+        f'--dataset={_DATASET.value} disagrees with the recipe\'s dataset '
+        f'{config.dataset!r}.')
+  with config.unlocked():
+    if _EPSILON.value is not None:
+      config.dp.epsilon = parse_epsilon(_EPSILON.value)
+    if _DELTA.value is not None:
+      if not 0 < _DELTA.value < 1:
+        raise app.UsageError(f'--delta must lie in (0, 1), got {_DELTA.value}.')
+      config.dp.delta = _DELTA.value
+    if _SEED.value is not None:
+      config.seed = _SEED.value
+  return config
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = resolve_config(_CONFIG.value)
+  data_dir = _DATA_DIR.value or ''
+  if config.dataset != 'demo':
+    if not data_dir:
+      raise app.UsageError(f'--data_dir is required for --dataset='
+                           f'{config.dataset}.')
+    if not os.path.isdir(data_dir) and '://' not in data_dir:
+      raise app.UsageError(f'--data_dir={data_dir} is not a folder.')
+  workdir = _WORKDIR.value or os.path.join(
+      'workdir', f'{config.dataset}_eps{config.dp.epsilon:g}_seed{config.seed}')
+
+  # Imported here so that --help and flag errors answer without loading TF.
+  import tensorflow as tf
+  from dp_medtf import data
+  from dp_medtf import fit
+  tf.get_logger().setLevel('ERROR')  # pfor's per-op fallback notes.
+  try:
+    results = fit.train_and_evaluate(config, workdir, data_dir)
+  except data.DatasetNotAvailableError as e:
+    raise app.UsageError(str(e))
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  logging.info('Results in %s', workdir)
+  print(f"test MCC {results['metrics']['mcc']:.4f}  epsilon spent "
+        f"{results['epsilon_spent']}  ({results['wall_seconds']:.0f} s) -> "
+        f'{os.path.join(workdir, "results.json")}')
+
+
+def run() -> None:
+  """Console entry point."""
+  _set_default_config(sys.argv)
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
