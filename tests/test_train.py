@@ -1,0 +1,79 @@
+"""The train app end to end on the demo, and its answers to bad flags."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+RESULT_KEYS = {'dataset', 'model', 'epsilon_target', 'epsilon_spent', 'delta',
+               'noise_multiplier', 'clip_norm', 'sampling_rate', 'steps',
+               'epochs', 'batch_size', 'seed', 'metrics', 'wall_seconds',
+               'engine'}
+
+
+def _train(*flags, timeout=600):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, '-m', 'dp_medtf.train', *flags],
+                        capture_output=True, text=True, timeout=timeout,
+                        env=env, check=False)
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+def test_short_dp_run_writes_complete_outputs(tmp_path):
+  proc = _train('--dataset=demo', '--epsilon=8', f'--workdir={tmp_path}',
+                '--config.epochs=1')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = _results(tmp_path)
+  assert RESULT_KEYS <= set(results)
+  assert results['epsilon_target'] == 8.0
+  assert 7.9 <= results['epsilon_spent'] <= 8.0
+  assert results['steps'] == 9 and results['epochs'] == 1
+  assert results['noise_multiplier'] > 0 and results['clip_norm'] == 1.0
+  assert results['sampling_rate'] == pytest.approx(256 / 2400)
+  assert results['engine'] == 'vectorized'
+  assert -1 <= results['metrics']['mcc'] <= 1
+  assert os.listdir(tmp_path / 'checkpoints')
+  assert os.listdir(tmp_path / 'tensorboard')
+  assert 'loss' in proc.stdout  # Keras's progress bar.
+
+
+def test_non_private_demo_learns(tmp_path):
+  proc = _train('--epsilon=inf', f'--workdir={tmp_path}', '--config.epochs=3',
+                '--config.batch_size=64')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = _results(tmp_path)
+  assert results['epsilon_target'] == 'inf'
+  assert results['noise_multiplier'] == 0.0
+  assert results['engine'] == 'non_private'
+  assert results['metrics']['mcc'] >= 0.5
+
+
+@pytest.mark.slow
+def test_dp_demo_at_epsilon_8_learns(tmp_path):
+  proc = _train('--dataset=demo', '--epsilon=8', f'--workdir={tmp_path}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = _results(tmp_path)
+  assert results['epsilon_spent'] <= 8.0
+  assert results['metrics']['mcc'] >= 0.3
+
+
+@pytest.mark.parametrize('flags,named', [
+    (['--epsilon=-1'], '--epsilon'),
+    (['--epsilon=abc'], '--epsilon'),
+    (['--delta=1.5'], '--delta'),
+    (['--dataset=imagenet'], '--dataset'),
+    (['--dataset=ham10000'], '--data_dir'),
+    (['--dataset=ham10000', '--data_dir=/nonexistent/ham'], '--data_dir'),
+    (['--dataset=ham10000', '--data_dir=/'], 'ham10000'),
+])
+def test_bad_flags_exit_non_zero_naming_the_flag(flags, named, tmp_path):
+  proc = _train(*flags, f'--workdir={tmp_path}', timeout=120)
+  assert proc.returncode != 0
+  assert named in proc.stderr + proc.stdout
+  assert not os.path.exists(tmp_path / 'results.json')
