@@ -218,8 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validation = data.load_split(config, 'validation', data_dir)
   test = data.load_split(config, 'test', data_dir)
   plan = plan_privacy(config, len(train))
-  normalizer = pipeline.Normalizer.fit(train.images)
-  model = models.build(config.model, train.images.shape[1:],
+  normalizer = pipeline.Normalizer.fit(train)
+  model = models.build(config.model, tuple(config.input_shape),
                        int(config.num_classes))
   step = make_step(config, plan, model)
   if plan.private:

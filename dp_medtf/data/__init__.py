@@ -1,19 +1,31 @@
 """Dataset readers. `load_split` is the one entry point the apps use.
 
+Each dataset is one module here, named like the recipe's `dataset` field,
+that defines `load_split(config, split, data_dir) -> Split`. A Split is
+anything with
+
+  * `len(split)`: the number of examples,
+  * `split.load_example(index)`: (x, y) tensors of one example, traceable by
+    tf.data (x: float [*spatial, C]; y: an int label or an int label map),
+  * `split.labels`: int labels [N] for classification (used for metrics),
+
+so that pipeline.py serves arrays in memory and files read on demand alike.
+
 Example:
 
   >>> from dp_medtf import recipes
   >>> split = load_split(recipes.load('demo'), 'test')
-  >>> split.images.shape
-  (300, 32, 32, 3)
+  >>> len(split)
+  300
 """
 
 from __future__ import annotations
 
+import importlib
+
 import ml_collections
 
-from dp_medtf.data import demo
-from dp_medtf.data.demo import ArraySplit
+from dp_medtf.data.demo import ArraySplit  # pylint: disable=unused-import
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -23,7 +35,7 @@ class DatasetNotAvailableError(NotImplementedError):
 
 
 def load_split(config: ml_collections.ConfigDict, split: str,
-               data_dir: str = '') -> ArraySplit:
+               data_dir: str = ''):
   """Loads one split of the dataset named by config.dataset.
 
   Args:
@@ -33,7 +45,7 @@ def load_split(config: ml_collections.ConfigDict, split: str,
       for the demo).
 
   Returns:
-    The split as arrays: images float32 [N, ...] and labels.
+    The split (see the module docstring).
 
   Raises:
     ValueError: for an unknown split.
@@ -41,8 +53,12 @@ def load_split(config: ml_collections.ConfigDict, split: str,
   """
   if split not in SPLITS:
     raise ValueError(f'Unknown split {split!r}; choose one of {SPLITS}.')
-  if config.dataset == 'demo':
-    return demo.load(config.data.image_size, config.data.data_seed)[split]
-  raise DatasetNotAvailableError(
-      f'--dataset={config.dataset}: its reader is not available yet; '
-      'use --dataset=demo.')
+  try:
+    reader = importlib.import_module(f'{__name__}.{config.dataset}')
+  except ModuleNotFoundError:
+    reader = None
+  if reader is None or not hasattr(reader, 'load_split'):
+    raise DatasetNotAvailableError(
+        f'--dataset={config.dataset}: its reader is not available yet; '
+        'use --dataset=demo.')
+  return reader.load_split(config, split, data_dir)

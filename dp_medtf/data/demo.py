@@ -25,8 +25,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
+import tensorflow as tf
 
 SPLIT_SIZES = {'train': 2400, 'validation': 300, 'test': 300}
 POSITIVE_RATE = 0.3
@@ -35,17 +37,27 @@ CUE_RATE = {1: 0.85, 0: 0.1}
 
 @dataclasses.dataclass(frozen=True)
 class ArraySplit:
-  """One split held in memory.
+  """One split held in memory (see dp_medtf.data.Split for the interface).
 
   Attributes:
-    images: float32 [N, H, W, C] in [0, 1].
-    labels: int32 [N].
+    images: float32 [N, *spatial, C] in [0, 1].
+    labels: int32 [N] class labels, or [N, *spatial] label maps.
   """
   images: np.ndarray
   labels: np.ndarray
 
   def __len__(self) -> int:
     return len(self.labels)
+
+  @functools.cached_property
+  def _tensors(self):
+    with tf.init_scope():  # Eager tensors, shared by every traced graph.
+      return tf.constant(self.images), tf.constant(self.labels)
+
+  def load_example(self, index: tf.Tensor):
+    """(image, label) of example `index`, traceable by tf.data."""
+    images, labels = self._tensors
+    return tf.gather(images, index), tf.gather(labels, index)
 
 
 def make_lesions(num: int, image_size: int,
@@ -122,8 +134,10 @@ def make_lesions(num: int, image_size: int,
   return ArraySplit(np.clip(images, 0, 1).astype(np.float32), labels)
 
 
+@functools.lru_cache(maxsize=4)
 def load(image_size: int = 32, seed: int = 0,
-         sizes: dict[str, int] | None = None) -> dict[str, ArraySplit]:
+         sizes: tuple[tuple[str, int], ...] | None = None
+         ) -> dict[str, ArraySplit]:
   """Builds the demo splits.
 
   The data depend on `seed` only, never on the training seed, so that runs
@@ -132,7 +146,7 @@ def load(image_size: int = 32, seed: int = 0,
   Args:
     image_size: height and width of the images.
     seed: the data seed.
-    sizes: number of images per split; defaults to SPLIT_SIZES.
+    sizes: (split, number of images) pairs; defaults to SPLIT_SIZES.
 
   Returns:
     A dict from split name ('train', 'validation', 'test') to ArraySplit.
@@ -140,3 +154,9 @@ def load(image_size: int = 32, seed: int = 0,
   sizes = dict(SPLIT_SIZES if sizes is None else sizes)
   rng = np.random.default_rng(seed)
   return {name: make_lesions(n, image_size, rng) for name, n in sizes.items()}
+
+
+def load_split(config, split: str, data_dir: str = '') -> ArraySplit:
+  """One split of the demo for a recipe (`data_dir` is not used)."""
+  del data_dir
+  return load(config.data.image_size, config.data.data_seed)[split]

@@ -1,15 +1,18 @@
-"""tf.data pipelines from in-memory splits: train chunks and eval batches.
+"""tf.data pipelines over any split: train chunks and eval batches.
 
-The train pipeline turns a plan of physical chunks (from sampling.py) into
-(x [b, K, ...], y [b], mask [b]) batches: gather, normalise, augment into K
-views, in a parallel map with prefetch. Augmentation seeds derive from
-(seed, step), so the stream is deterministic given the seed.
+A split is anything with `len(split)` and a traceable
+`split.load_example(index) -> (x, y)` (see dp_medtf.data.Split): arrays in
+memory, or files read on demand. The train pipeline turns a plan of physical
+chunks (from sampling.py) into (x [b, K, ...], y [b, ...], mask [b]) batches:
+load each example in a parallel map, batch back into the chunks, normalise,
+augment into K views. Augmentation seeds derive from (seed, step), so the
+stream is deterministic given the seed.
 
 Example:
 
   >>> split = ArraySplit(np.zeros([10, 8, 8, 1], np.float32),
   ...                    np.zeros([10], np.int32))
-  >>> norm = Normalizer.fit(split.images)
+  >>> norm = Normalizer.fit(split)
   >>> plan = [(0, c) for c in sampling.to_chunks(np.arange(5), 4)]
   >>> ds = train_dataset(split, plan, norm, multiplicity=2, flip_probs={},
   ...                    seed=0)
@@ -27,7 +30,7 @@ import tensorflow as tf
 
 from dp_medtf.data import augment
 from dp_medtf.data import sampling
-from dp_medtf.data.demo import ArraySplit
+from dp_medtf.data.demo import ArraySplit  # pylint: disable=unused-import
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,55 +40,79 @@ class Normalizer:
   std: np.ndarray
 
   @classmethod
-  def fit(cls, images: np.ndarray) -> 'Normalizer':
-    axes = tuple(range(images.ndim - 1))
-    return cls(images.mean(axis=axes).astype(np.float32),
-               np.maximum(images.std(axis=axes), 1e-6).astype(np.float32))
+  def fit(cls, split, max_examples: int = 4096, seed: int = 0,
+          batch_size: int = 256) -> 'Normalizer':
+    """Mean and std per channel over (a seeded sample of) a split."""
+    count = min(len(split), max_examples)
+    rng = np.random.default_rng(seed)
+    indices = np.sort(rng.choice(len(split), count, replace=False))
+    ds = tf.data.Dataset.from_tensor_slices(indices).map(
+        lambda i: split.load_example(i)[0],
+        num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    total = total_sq = 0.0
+    pixels = 0
+    for x in ds:
+      x = tf.cast(x, tf.float64)
+      axes = list(range(len(x.shape) - 1))
+      total += tf.reduce_sum(x, axes).numpy()
+      total_sq += tf.reduce_sum(tf.square(x), axes).numpy()
+      pixels += int(np.prod(x.shape[:-1]))
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0.0))
+    return cls(mean.astype(np.float32),
+               np.maximum(std, 1e-6).astype(np.float32))
 
   def __call__(self, x):
-    return (x - self.mean) / self.std
+    return (tf.cast(x, tf.float32) - self.mean) / self.std
 
 
-def train_dataset(split: ArraySplit,
-                  plan: Iterable[tuple[int, sampling.Chunk]],
+def train_dataset(split, plan: Iterable[tuple[int, sampling.Chunk]],
                   normalizer: Normalizer, multiplicity: int,
                   flip_probs: Mapping[int, float],
                   seed: int) -> tf.data.Dataset:
   """The stream of physical training chunks.
 
   Args:
-    split: the training split in memory.
-    plan: (step, chunk) pairs in order.
+    split: the training split.
+    plan: (step, chunk) pairs in order; all chunks of one size.
     normalizer: the input standardisation.
     multiplicity: K views per example.
     flip_probs: flip probability per spatial axis (see augment.views).
     seed: the augmentation seed.
 
   Returns:
-    A dataset of (x [b, K, ...], y [b], mask [b]).
+    A dataset of (x [b, K, ...], y [b, ...], mask [b]).
   """
   plan = list(plan)
-  steps = np.array([s for s, _ in plan], np.int64)
-  indices = np.stack([c.indices for _, c in plan])
-  masks = np.stack([c.mask for _, c in plan])
-  images = tf.constant(split.images)
-  labels = tf.constant(split.labels)
+  chunk_size = len(plan[0][1].indices)
+  steps = np.repeat([s for s, _ in plan], chunk_size).astype(np.int64)
+  indices = np.concatenate([c.indices for _, c in plan])
+  masks = np.concatenate([c.mask for _, c in plan])
 
-  def fetch(step, idx, mask):
-    x = normalizer(tf.gather(images, idx))
-    x = augment.views(x, multiplicity, flip_probs,
-                      seed=tf.stack([tf.cast(seed, tf.int64), step]))
-    return x, tf.gather(labels, idx), mask
+  def load(step, index, mask):
+    x, y = split.load_example(index)
+    return step, x, y, mask
+
+  def finish(step, x, y, mask):
+    x = augment.views(normalizer(x), multiplicity, flip_probs,
+                      seed=tf.stack([tf.cast(seed, tf.int64), step[0]]))
+    if len(y.shape) > 1 and (flip_probs and max(flip_probs.values()) > 0):
+      raise NotImplementedError('Flipping label maps is not supported.')
+    return x, y, mask
 
   ds = tf.data.Dataset.from_tensor_slices((steps, indices, masks))
-  return ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE,
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(chunk_size, drop_remainder=True)
+  return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(split: ArraySplit, normalizer: Normalizer,
+def eval_dataset(split, normalizer: Normalizer,
                  batch_size: int) -> tf.data.Dataset:
   """Batches of (x, y) for evaluation, in order."""
-  ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+  ds = tf.data.Dataset.range(len(split)).map(
+      split.load_example, num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True)
   return ds.batch(batch_size).map(
       lambda x, y: (normalizer(x), y),
       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
