@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from dp_medtf import data
+from dp_medtf import losses
 from dp_medtf import metrics
 from dp_medtf import models
 from dp_medtf.data import pipeline
@@ -133,7 +134,7 @@ def _make_optimizer(config: ml_collections.ConfigDict):
 def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
               model: tf.keras.Model):
   """The training step for the plan: DP (by engine) or non-private."""
-  loss = dp_step.classification_loss
+  loss = losses.for_task(task_of(config), config.get('class_weights', ()))
   if not plan.private:
     return dp_step.NonPrivateStep(model, loss, _make_optimizer(config))
   if config.dp.engine == 'tf_privacy':
@@ -167,17 +168,47 @@ def _epoch_plan(plan: PrivacyPlan, num_train: int, seed: int, epoch: int):
           for c in sampling.to_chunks(sampler.step_indices(s), plan.chunk_size)]
 
 
-def evaluate(model: tf.keras.Model, split: data.ArraySplit,
-             normalizer: pipeline.Normalizer, batch_size: int,
-             num_classes: int) -> dict[str, float]:
-  """MCC and accuracy of a classifier on a split."""
+def evaluate(model: tf.keras.Model, split, normalizer: pipeline.Normalizer,
+             config: ml_collections.ConfigDict) -> dict[str, float]:
+  """The recipe's metrics on a split.
+
+  Classification: MCC and accuracy. Segmentation: the mean over volumes of
+  each foreground class's Dice ('dice_<class name>').
+  """
   predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1))
-  predictions = [predict(x).numpy()
-                 for x, _ in pipeline.eval_dataset(split, normalizer,
-                                                   batch_size)]
-  pred = np.concatenate(predictions)
-  return {'mcc': metrics.mcc(split.labels, pred, num_classes),
-          'accuracy': float(np.mean(pred == split.labels))}
+  truth, pred = [], []
+  for x, y in pipeline.eval_dataset(split, normalizer,
+                                    int(config.eval_batch_size)):
+    truth.append(y.numpy())
+    pred.append(predict(x).numpy())
+  truth, pred = np.concatenate(truth), np.concatenate(pred)
+  num_classes = int(config.num_classes)
+  if task_of(config) == 'classification':
+    return {'mcc': metrics.mcc(truth, pred, num_classes),
+            'accuracy': float(np.mean(pred == truth))}
+  dice = metrics.dice_per_class(truth, pred, num_classes)
+  names = class_names(config)
+  return {f'dice_{names[c]}': float(np.nanmean(dice[:, c]))
+          if np.isfinite(dice[:, c]).any() else 0.0
+          for c in range(1, num_classes)}
+
+
+def task_of(config: ml_collections.ConfigDict) -> str:
+  """'classification' (the default) or 'segmentation'."""
+  return config.get('task', 'classification')
+
+
+def class_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The recipe's class names, or their indices."""
+  names = config.get('class_names', ())
+  return list(names) or [str(c) for c in range(int(config.num_classes))]
+
+
+def primary_metric(config: ml_collections.ConfigDict) -> str:
+  """The metric tracked per epoch: MCC, or the first foreground Dice."""
+  if task_of(config) == 'classification':
+    return 'mcc'
+  return f'dice_{class_names(config)[1]}'
 
 
 def _strict_json(obj: Any) -> Any:
@@ -235,6 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       checkpoint, os.path.join(workdir, 'checkpoints'), max_to_keep=2)
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
   flips = _flip_probs(config)
+  metric = primary_metric(config)
   steps_done = 0
   history = []
   for epoch in range(int(config.epochs)):
@@ -251,29 +283,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     dataset = pipeline.train_dataset(
         train, epoch_plan, normalizer, int(config.augment.multiplicity), flips,
         int(config.seed))
-    losses = []
+    epoch_losses = []
     for i, ((s, _), (x, y, mask)) in enumerate(zip(epoch_plan, dataset)):
-      losses.append(float(step.accumulate(x, y, mask)))
+      epoch_losses.append(float(step.accumulate(x, y, mask)))
       if last_chunk_of_step[s] == i:
         step.apply()
         steps_done += 1
-        progress.add(1, [('loss', losses[-1])])
+        progress.add(1, [('loss', epoch_losses[-1])])
     epsilon = plan.epsilon_spent(steps_done)
-    val = evaluate(model, validation, normalizer,
-                   int(config.eval_batch_size), int(config.num_classes))
+    val = evaluate(model, validation, normalizer, config)
     progress.update(num_steps, [('epsilon', epsilon),
-                                ('val_mcc', val['mcc'])], finalize=True)
+                                (f'val_{metric}', val[metric])], finalize=True)
     with writer.as_default(step=epoch + 1):
-      tf.summary.scalar('train/loss', float(np.mean(losses)))
-      tf.summary.scalar('validation/mcc', val['mcc'])
+      tf.summary.scalar('train/loss', float(np.mean(epoch_losses)))
+      for name, value in val.items():
+        tf.summary.scalar(f'validation/{name}', value)
       tf.summary.scalar('privacy/epsilon_spent', epsilon)
-    history.append({'epoch': epoch + 1, 'loss': float(np.mean(losses)),
-                    'validation_mcc': val['mcc'], 'epsilon_spent': epsilon,
+    history.append({'epoch': epoch + 1, 'loss': float(np.mean(epoch_losses)),
+                    'validation': val, 'epsilon_spent': epsilon,
                     'steps': steps_done})
     manager.save(checkpoint_number=epoch + 1)
 
-  test_metrics = evaluate(model, test, normalizer, int(config.eval_batch_size),
-                          int(config.num_classes))
+  test_metrics = evaluate(model, test, normalizer, config)
   results = {
       'dataset': config.dataset,
       'model': config.model.name,
@@ -291,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'num_train_examples': len(train),
       'seed': int(config.seed),
       'metrics': test_metrics,
-      'validation_mcc': history[-1]['validation_mcc'] if history else None,
+      'validation_metrics': history[-1]['validation'] if history else None,
       'history': history,
       'wall_seconds': time.time() - start,
   }

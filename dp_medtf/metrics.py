@@ -37,3 +37,29 @@ def mcc(y_true, y_pred, num_classes: int | None = None) -> float:
   denom = np.sqrt(n * n - pred_counts @ pred_counts) * np.sqrt(
       n * n - true_counts @ true_counts)
   return float(cov / denom) if denom > 0 else 0.0
+
+
+def dice_per_class(y_true, y_pred, num_classes: int) -> np.ndarray:
+  """Dice of each class for each volume: [N, num_classes].
+
+  Args:
+    y_true: int label maps [N, *spatial].
+    y_pred: int predicted maps [N, *spatial].
+    num_classes: number of classes.
+
+  Returns:
+    2 |P & G| / (|P| + |G|) per volume and class; NaN where the class is in
+    neither map (undefined, left out of averages).
+  """
+  y_true = np.asarray(y_true).reshape(len(y_true), -1)
+  y_pred = np.asarray(y_pred).reshape(len(y_pred), -1)
+  if y_true.shape != y_pred.shape:
+    raise ValueError(f'shape mismatch: {y_true.shape} vs {y_pred.shape}.')
+  out = np.full((len(y_true), num_classes), np.nan)
+  for c in range(num_classes):
+    truth, pred = y_true == c, y_pred == c
+    total = truth.sum(1) + pred.sum(1)
+    overlap = (truth & pred).sum(1)
+    defined = total > 0
+    out[defined, c] = 2.0 * overlap[defined] / total[defined]
+  return out
