@@ -30,4 +30,6 @@ def get_config() -> ml_collections.ConfigDict:
       # Per-budget clip norms, keyed by str(epsilon); clip_norm otherwise.
       clip_norms={}))
   config.seed = 0
+  config.checkpoint_every_steps = 0  # 0: at the end of each epoch.
+  config.stop_after_steps = 0  # > 0: stop early (a preemptible slot).
   return config

@@ -33,6 +33,7 @@ from dp_medtf import models
 from dp_medtf.data import pipeline
 from dp_medtf.data import sampling
 from dp_medtf.privacy import accounting
+from dp_medtf.privacy import ledger as privacy_ledger
 from dp_medtf.privacy import step as dp_step
 from dp_medtf.privacy import tf_privacy
 
@@ -65,13 +66,6 @@ class PrivacyPlan:
   @property
   def private(self) -> bool:
     return not math.isinf(self.epsilon_target)
-
-  def epsilon_spent(self, steps: int) -> float:
-    """Epsilon spent after `steps` steps (inf without DP)."""
-    if not self.private:
-      return math.inf
-    return accounting.spent_epsilon(self.noise_multiplier, self.delta,
-                                    self.sampling_rate, steps)
 
 
 def clip_norm_for(config: ml_collections.ConfigDict) -> float:
@@ -230,20 +224,49 @@ def write_json_atomic(path: str, obj: Any) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+class BudgetExceededError(RuntimeError):
+  """Training further would spend more than the target epsilon."""
+
+
+def _read_json(path: str, default: Any) -> Any:
+  if not tf.io.gfile.exists(path):
+    return default
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       data_dir: str = '') -> dict[str, Any]:
+                       data_dir: str = '', resume: bool = False
+                       ) -> dict[str, Any]:
   """Trains the recipe's model and writes the run's outputs to `workdir`.
+
+  Checkpoints (model, optimizer, noise generator, privacy ledger) are saved
+  every `config.checkpoint_every_steps` steps (0: each epoch). With `resume`,
+  the run continues from the last checkpoint and draws exactly the batches
+  and noise an uninterrupted run would.
 
   Args:
     config: the recipe, with flags already applied.
     workdir: output folder (created if missing).
     data_dir: the dataset folder, for datasets read from disk.
+    resume: continue from the checkpoint in `workdir`.
 
   Returns:
     The results dict, also written to workdir/results.json.
+
+  Raises:
+    FileExistsError: `workdir` holds a checkpoint and `resume` is False.
+    BudgetExceededError: the ledger plus the remaining steps would spend more
+      than the target epsilon (for example, a resumed run with more epochs).
   """
   start = time.time()
   tf.io.gfile.makedirs(workdir)
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  latest = tf.train.latest_checkpoint(ckpt_dir)
+  if latest and not resume:
+    raise FileExistsError(
+        f'--workdir={workdir} already holds a checkpoint ({latest}); pass '
+        '--resume to continue it, or choose another --workdir.')
   tf.keras.utils.set_random_seed(int(config.seed))
   train = data.load_split(config, 'train', data_dir)
   validation = data.load_split(config, 'validation', data_dir)
@@ -259,18 +282,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  plan.sampling_rate, plan.steps, plan.chunk_size)
   else:
     logging.info('Non-private training: batch %d', plan.expected_batch_size)
-  optimizer = step.optimizer
 
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-  manager = tf.train.CheckpointManager(
-      checkpoint, os.path.join(workdir, 'checkpoints'), max_to_keep=2)
+  ledger = privacy_ledger.PrivacyLedger()
+  progress_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+  trackables = dict(model=model, optimizer=step.optimizer, ledger=ledger,
+                    steps=progress_var)
+  if hasattr(step, 'generator'):
+    trackables['noise_generator'] = step.generator
+  checkpoint = tf.train.Checkpoint(**trackables)
+  manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
+  history_path = os.path.join(workdir, 'history.json')
+  history = []
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    history = [h for h in _read_json(history_path, [])
+               if h['steps'] <= int(progress_var.numpy())]
+    logging.info('Resumed from %s at step %d.', latest, progress_var.numpy())
+  steps_done = int(progress_var.numpy())
+  if plan.private:
+    projected = privacy_ledger.PrivacyLedger()
+    for segment in ledger.segments:
+      projected.record(segment.noise_multiplier, segment.sampling_rate,
+                       segment.steps)
+    if plan.steps > steps_done:
+      projected.record(plan.noise_multiplier, plan.sampling_rate,
+                       plan.steps - steps_done)
+    if projected.epsilon(plan.delta) > plan.epsilon_target * (1 + 1e-9):
+      raise BudgetExceededError(
+          f'Stopping: the ledger ({ledger.steps} steps) plus the remaining '
+          f'{max(plan.steps - steps_done, 0)} steps would spend epsilon='
+          f'{projected.epsilon(plan.delta):.6g} > target '
+          f'{plan.epsilon_target:g}.')
+
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
   flips = _flip_probs(config)
   metric = primary_metric(config)
-  steps_done = 0
-  history = []
-  for epoch in range(int(config.epochs)):
-    epoch_plan = _epoch_plan(plan, len(train), int(config.seed), epoch)
+  every = int(config.get('checkpoint_every_steps', 0))
+  stop_after = int(config.get('stop_after_steps', 0))
+  for epoch in range(steps_done // plan.steps_per_epoch, int(config.epochs)):
+    if stop_after and steps_done >= stop_after:
+      break
+    epoch_plan = [(s, c) for s, c in
+                  _epoch_plan(plan, len(train), int(config.seed), epoch)
+                  if s >= steps_done]
     last_chunk_of_step = {s: i for i, (s, _) in enumerate(epoch_plan)}
     num_steps = len(last_chunk_of_step)
     if (plan.private and config.dp.engine == 'tf_privacy' and
@@ -286,42 +340,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     epoch_losses = []
     for i, ((s, _), (x, y, mask)) in enumerate(zip(epoch_plan, dataset)):
       epoch_losses.append(float(step.accumulate(x, y, mask)))
-      if last_chunk_of_step[s] == i:
-        step.apply()
-        steps_done += 1
-        progress.add(1, [('loss', epoch_losses[-1])])
-    epsilon = plan.epsilon_spent(steps_done)
-    val = evaluate(model, validation, normalizer, config)
-    progress.update(num_steps, [('epsilon', epsilon),
-                                (f'val_{metric}', val[metric])], finalize=True)
-    with writer.as_default(step=epoch + 1):
-      tf.summary.scalar('train/loss', float(np.mean(epoch_losses)))
-      for name, value in val.items():
-        tf.summary.scalar(f'validation/{name}', value)
-      tf.summary.scalar('privacy/epsilon_spent', epsilon)
-    history.append({'epoch': epoch + 1, 'loss': float(np.mean(epoch_losses)),
-                    'validation': val, 'epsilon_spent': epsilon,
-                    'steps': steps_done})
-    manager.save(checkpoint_number=epoch + 1)
+      if last_chunk_of_step[s] != i:
+        continue
+      step.apply()
+      steps_done += 1
+      progress_var.assign(steps_done)
+      if plan.private:
+        ledger.record(plan.noise_multiplier, plan.sampling_rate)
+      progress.add(1, [('loss', epoch_losses[-1])])
+      if every and steps_done % every == 0:
+        manager.save(checkpoint_number=steps_done)
+      if stop_after and steps_done >= stop_after:
+        break
+    epsilon = ledger.epsilon(plan.delta) if plan.private else math.inf
+    if steps_done % plan.steps_per_epoch == 0:
+      val = evaluate(model, validation, normalizer, config)
+      progress.update(num_steps, [('epsilon', epsilon),
+                                  (f'val_{metric}', val[metric])],
+                      finalize=True)
+      with writer.as_default(step=epoch + 1):
+        tf.summary.scalar('train/loss', float(np.mean(epoch_losses)))
+        for name, value in val.items():
+          tf.summary.scalar(f'validation/{name}', value)
+        tf.summary.scalar('privacy/epsilon_spent', epsilon)
+      history.append({'epoch': epoch + 1,
+                      'loss': float(np.mean(epoch_losses)),
+                      'validation': val, 'epsilon_spent': epsilon,
+                      'steps': steps_done})
+    manager.save(checkpoint_number=steps_done)
+    write_json_atomic(history_path, history)
 
-  test_metrics = evaluate(model, test, normalizer, config)
+  finished = steps_done >= plan.steps
   results = {
       'dataset': config.dataset,
       'model': config.model.name,
       'engine': config.dp.engine if plan.private else 'non_private',
+      'status': 'finished' if finished else 'interrupted',
       'epsilon_target': plan.epsilon_target,
-      'epsilon_spent': plan.epsilon_spent(steps_done),
+      'epsilon_spent': ledger.epsilon(plan.delta) if plan.private else math.inf,
       'delta': plan.delta,
       'noise_multiplier': plan.noise_multiplier,
       'clip_norm': plan.clip_norm,
       'sampling_rate': plan.sampling_rate,
       'steps': steps_done,
+      'planned_steps': plan.steps,
+      'privacy_ledger': ledger.to_dict(),
       'epochs': int(config.epochs),
       'batch_size': plan.expected_batch_size,
       'physical_batch_size': plan.chunk_size,
       'num_train_examples': len(train),
       'seed': int(config.seed),
-      'metrics': test_metrics,
+      'metrics': (evaluate(model, test, normalizer, config)
+                  if finished else None),
       'validation_metrics': history[-1]['validation'] if history else None,
       'history': history,
       'wall_seconds': time.time() - start,

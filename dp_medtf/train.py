@@ -43,6 +43,10 @@ _SEED = flags.DEFINE_integer('seed', None, 'Training seed; default: the '
                              'recipe\'s.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder; default '
                                'workdir/<dataset>_eps<epsilon>_seed<seed>.')
+_RESUME = flags.DEFINE_bool('resume', False, 'Continue the run in --workdir '
+                            'from its last checkpoint.')
+_EAGER = flags.DEFINE_bool('eager', False, 'Run the train step eagerly '
+                           '(debugging).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'The dataset folder in its '
                                 'original layout (not needed for the demo).')
 
@@ -114,16 +118,17 @@ def main(argv):
   from dp_medtf import data
   from dp_medtf import fit
   tf.get_logger().setLevel('ERROR')  # pfor's per-op fallback notes.
+  tf.config.run_functions_eagerly(_EAGER.value)
   try:
-    results = fit.train_and_evaluate(config, workdir, data_dir)
-  except data.DatasetNotAvailableError as e:
-    raise app.UsageError(str(e))
-  except ValueError as e:
+    results = fit.train_and_evaluate(config, workdir, data_dir,
+                                     resume=_RESUME.value)
+  except (data.DatasetNotAvailableError, ValueError, FileExistsError,
+          fit.BudgetExceededError) as e:
     raise app.UsageError(str(e))
   logging.info('Results in %s', workdir)
-  print(f"test MCC {results['metrics']['mcc']:.4f}  epsilon spent "
-        f"{results['epsilon_spent']}  ({results['wall_seconds']:.0f} s) -> "
-        f'{os.path.join(workdir, "results.json")}')
+  print(f"{results['status']}: test metrics {results['metrics']}, epsilon "
+        f"spent {results['epsilon_spent']} ({results['wall_seconds']:.0f} s) "
+        f'-> {os.path.join(workdir, "results.json")}')
 
 
 def run() -> None:

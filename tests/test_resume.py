@@ -1,0 +1,88 @@
+"""Resumable runs: same final epsilon, weights and ledger as uninterrupted."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from dp_medtf.privacy import ledger as privacy_ledger
+
+FLAGS = ['--dataset=demo', '--epsilon=8', '--config.epochs=2',
+         '--config.data.image_size=16', '--config.input_shape=(16,16,3)',
+         '--config.model.width=4']
+
+
+def _train(workdir, *flags):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run(
+      [sys.executable, '-m', 'dp_medtf.train', *FLAGS,
+       f'--workdir={workdir}', *flags],
+      capture_output=True, text=True, timeout=600, env=env, check=False)
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+def _weights(workdir):
+  reader = tf.train.load_checkpoint(os.path.join(workdir, 'checkpoints'))
+  names = sorted(n for n in reader.get_variable_to_shape_map()
+                 if n.startswith('model/') and 'OPTIMIZER' not in n)
+  return [reader.get_tensor(n) for n in names]
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path):
+  whole, parts = tmp_path / 'whole', tmp_path / 'parts'
+  proc = _train(whole)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = _train(parts, '--config.stop_after_steps=13',
+                '--config.checkpoint_every_steps=4')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  interrupted = _results(parts)
+  assert interrupted['status'] == 'interrupted' and interrupted['steps'] == 13
+  # Without --resume, an existing run is never overwritten.
+  proc = _train(parts)
+  assert proc.returncode != 0 and '--resume' in proc.stderr
+  proc = _train(parts, '--resume')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  a, b = _results(whole), _results(parts)
+  assert b['status'] == 'finished' and b['steps'] == a['steps'] == 18
+  assert b['epsilon_spent'] == a['epsilon_spent'] <= 8.0
+  assert b['privacy_ledger'] == a['privacy_ledger'] == [
+      {'noise_multiplier': a['noise_multiplier'],
+       'sampling_rate': a['sampling_rate'], 'steps': 18}]
+  for wa, wb in zip(_weights(whole), _weights(parts)):
+    np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+  assert [h['steps'] for h in b['history']] == [9, 18]
+
+
+def test_a_run_that_would_overspend_stops(tmp_path):
+  proc = _train(tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  # The same ledger, asked for one more epoch at the same noise: over budget.
+  proc = _train(tmp_path, '--resume', '--config.epochs=3',
+                '--config.dp.epsilon=8')
+  assert proc.returncode != 0
+  assert 'would spend epsilon=' in proc.stderr
+
+
+def test_ledger_composes_segments():
+  ledger = privacy_ledger.PrivacyLedger()
+  ledger.record(1.0, 0.01, 100)
+  ledger.record(2.0, 0.01, 50)
+  ledger.record(2.0, 0.01, 50)
+  assert [s.steps for s in ledger.segments] == [100, 100]
+  one_segment = privacy_ledger.PrivacyLedger()
+  one_segment.record(1.0, 0.01, 100)
+  assert one_segment.epsilon(1e-5) < ledger.epsilon(1e-5)
+  checkpoint = tf.train.Checkpoint(ledger=ledger)
+  restored = privacy_ledger.PrivacyLedger()
+  path = checkpoint.write(os.path.join(os.environ.get('TMPDIR', '/tmp'),
+                                       'ledger_ckpt'))
+  tf.train.Checkpoint(ledger=restored).read(path).assert_consumed()
+  assert restored.segments == ledger.segments
