@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
       # Per-budget clip norms, keyed by str(epsilon); clip_norm otherwise.
       clip_norms={}))
   config.seed = 0
+  config.jit_compile = False  # XLA: needed on TPU, slower on this CPU.
   config.checkpoint_every_steps = 0  # 0: at the end of each epoch.
   config.stop_after_steps = 0  # > 0: stop early (a preemptible slot).
   return config

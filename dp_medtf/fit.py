@@ -34,6 +34,7 @@ from dp_medtf.data import pipeline
 from dp_medtf.data import sampling
 from dp_medtf.privacy import accounting
 from dp_medtf.privacy import ledger as privacy_ledger
+from dp_medtf.privacy import replicated
 from dp_medtf.privacy import step as dp_step
 from dp_medtf.privacy import tf_privacy
 
@@ -77,13 +78,14 @@ def clip_norm_for(config: ml_collections.ConfigDict) -> float:
   return float(config.dp.clip_norm)
 
 
-def plan_privacy(config: ml_collections.ConfigDict,
-                 num_train_examples: int) -> PrivacyPlan:
+def plan_privacy(config: ml_collections.ConfigDict, num_train_examples: int,
+                 replicas: int = 1) -> PrivacyPlan:
   """Calibrates the run's noise for its budget.
 
   Args:
     config: the recipe (dp.epsilon, dp.delta, batch_size, epochs, ...).
     num_train_examples: N, counted from the data.
+    replicas: chunks are rounded up to a multiple of this.
 
   Returns:
     The PrivacyPlan.
@@ -112,6 +114,7 @@ def plan_privacy(config: ml_collections.ConfigDict,
   else:
     chunk = (int(config.physical_batch_size) or
              sampling.poisson_bound(n, q, steps))
+  chunk = -(-chunk // replicas) * replicas
   return PrivacyPlan(epsilon, delta, q, steps, steps_per_epoch, b, z,
                      clip_norm_for(config), chunk)
 
@@ -126,22 +129,42 @@ def _make_optimizer(config: ml_collections.ConfigDict):
 
 
 def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
-              model: tf.keras.Model):
-  """The training step for the plan: DP (by engine) or non-private."""
+              model: tf.keras.Model,
+              strategy: tf.distribute.Strategy | None = None):
+  """The training step for the plan: DP (by engine) or non-private.
+
+  With a strategy of several replicas, the DP step sums clipped gradients
+  over replicas and noises the total once (replicated.py).
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  replicas = strategy.num_replicas_in_sync
   loss = losses.for_task(task_of(config), config.get('class_weights', ()))
+  with strategy.scope():
+    optimizer = _make_optimizer(config)
+  if replicas > 1 and not (plan.private and
+                           config.dp.engine != 'tf_privacy'):
+    raise ValueError(
+        f'--strategy with {replicas} replicas needs DP training with the '
+        f'vectorized or ghost engine (got epsilon={plan.epsilon_target}, '
+        f'engine={config.dp.engine}); TF Privacy\'s optimizers add noise on '
+        'every replica.')
   if not plan.private:
-    return dp_step.NonPrivateStep(model, loss, _make_optimizer(config))
+    return dp_step.NonPrivateStep(model, loss, optimizer)
   if config.dp.engine == 'tf_privacy':
     optimizer = tf_privacy.make_optimizer(
         config.optimizer, clip_norm=plan.clip_norm,
         noise_multiplier=plan.noise_multiplier,
         learning_rate=config.learning_rate)
     return tf_privacy.TfPrivacyStep(model, loss, optimizer)
-  return dp_step.DPStep(
-      model, loss, _make_optimizer(config), clip_norm=plan.clip_norm,
-      noise_multiplier=plan.noise_multiplier,
-      expected_batch_size=plan.expected_batch_size, seed=int(config.seed),
-      engine=config.dp.engine)
+  kwargs = dict(clip_norm=plan.clip_norm,
+                noise_multiplier=plan.noise_multiplier,
+                expected_batch_size=plan.expected_batch_size,
+                seed=int(config.seed), engine=config.dp.engine,
+                jit_compile=bool(config.get('jit_compile', False)))
+  if replicas > 1:
+    return replicated.ReplicatedDPStep(strategy, model, loss, optimizer,
+                                       **kwargs)
+  return dp_step.DPStep(model, loss, optimizer, **kwargs)
 
 
 def _flip_probs(config: ml_collections.ConfigDict) -> dict[int, float]:
@@ -236,7 +259,8 @@ def _read_json(path: str, default: Any) -> Any:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       data_dir: str = '', resume: bool = False
+                       data_dir: str = '', resume: bool = False,
+                       strategy: tf.distribute.Strategy | None = None
                        ) -> dict[str, Any]:
   """Trains the recipe's model and writes the run's outputs to `workdir`.
 
@@ -250,6 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     workdir: output folder (created if missing).
     data_dir: the dataset folder, for datasets read from disk.
     resume: continue from the checkpoint in `workdir`.
+    strategy: a tf.distribute strategy (default: the current one).
 
   Returns:
     The results dict, also written to workdir/results.json.
@@ -271,15 +296,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train = data.load_split(config, 'train', data_dir)
   validation = data.load_split(config, 'validation', data_dir)
   test = data.load_split(config, 'test', data_dir)
-  plan = plan_privacy(config, len(train))
+  strategy = strategy or tf.distribute.get_strategy()
+  plan = plan_privacy(config, len(train), strategy.num_replicas_in_sync)
   normalizer = pipeline.Normalizer.fit(train)
-  model = models.build(config.model, tuple(config.input_shape),
-                       int(config.num_classes))
-  step = make_step(config, plan, model)
+  with strategy.scope():
+    model = models.build(config.model, tuple(config.input_shape),
+                         int(config.num_classes))
+  step = make_step(config, plan, model, strategy)
   if plan.private:
-    logging.info('DP-SGD: engine=%s z=%.6g C=%g q=%.5g T=%d chunk=%d',
-                 config.dp.engine, plan.noise_multiplier, plan.clip_norm,
-                 plan.sampling_rate, plan.steps, plan.chunk_size)
+    logging.info('DP-SGD: engine=%s z=%.6g C=%g q=%.5g T=%d chunk=%d '
+                 'replicas=%d', config.dp.engine, plan.noise_multiplier,
+                 plan.clip_norm, plan.sampling_rate, plan.steps,
+                 plan.chunk_size, strategy.num_replicas_in_sync)
   else:
     logging.info('Non-private training: batch %d', plan.expected_batch_size)
 
@@ -379,6 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'epsilon_target': plan.epsilon_target,
       'epsilon_spent': ledger.epsilon(plan.delta) if plan.private else math.inf,
       'delta': plan.delta,
+      'replicas': strategy.num_replicas_in_sync,
       'noise_multiplier': plan.noise_multiplier,
       'clip_norm': plan.clip_norm,
       'sampling_rate': plan.sampling_rate,

@@ -47,6 +47,12 @@ _RESUME = flags.DEFINE_bool('resume', False, 'Continue the run in --workdir '
                             'from its last checkpoint.')
 _EAGER = flags.DEFINE_bool('eager', False, 'Run the train step eagerly '
                            '(debugging).')
+_STRATEGY = flags.DEFINE_enum(
+    'strategy', 'default', ('default', 'mirrored', 'multiworker', 'tpu'),
+    'tf.distribute strategy; DP noise is added once per logical batch in '
+    'total, whatever the number of replicas.')
+_TPU = flags.DEFINE_string('tpu', 'local', 'TPU name or address for '
+                           '--strategy=tpu.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'The dataset folder in its '
                                 'original layout (not needed for the demo).')
 
@@ -116,12 +122,14 @@ def main(argv):
   # Imported here so that --help and flag errors answer without loading TF.
   import tensorflow as tf
   from dp_medtf import data
+  from dp_medtf import distribute
   from dp_medtf import fit
   tf.get_logger().setLevel('ERROR')  # pfor's per-op fallback notes.
   tf.config.run_functions_eagerly(_EAGER.value)
   try:
+    strategy = distribute.make_strategy(_STRATEGY.value, _TPU.value)
     results = fit.train_and_evaluate(config, workdir, data_dir,
-                                     resume=_RESUME.value)
+                                     resume=_RESUME.value, strategy=strategy)
   except (data.DatasetNotAvailableError, ValueError, FileExistsError,
           fit.BudgetExceededError) as e:
     raise app.UsageError(str(e))

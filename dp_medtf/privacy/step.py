@@ -84,6 +84,7 @@ class DPStep:
     self.noise_multiplier = float(noise_multiplier)
     self.expected_batch_size = float(expected_batch_size)
     self.engine = engine
+    self.jit_compile = jit_compile
     self.generator = tf.random.Generator.from_seed(seed)
     self.accumulators = _zeros_like_vars(model.trainable_variables)
     self.accumulate = tf.function(self._accumulate, jit_compile=jit_compile)

@@ -1,0 +1,70 @@
+"""DP-SGD across the replicas of a tf.distribute strategy, noised once.
+
+Each replica clips the per-example gradients of its share of the global
+chunk and adds their sum to its local copy of the accumulators (sync-on-read
+variables aggregated by SUM). `apply` runs in cross-replica context: reading
+an accumulator sums it over replicas, one Gaussian draw of std z C is added
+to that total, and the optimizer applies (total + noise) / B to the mirrored
+weights. So the update equals the single-device update in distribution,
+whatever the number of replicas (TF Privacy's optimizers instead add full
+noise on every replica and then sum: R times the step and sqrt(R) times the
+noise).
+
+Example:
+
+  >>> strategy = tf.distribute.get_strategy()  # Or MirroredStrategy, TPU...
+  >>> with strategy.scope():
+  ...   model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+  ...   model.build([None, 3])
+  ...   optimizer = tf.keras.optimizers.SGD(0.1)
+  >>> step = ReplicatedDPStep(strategy, model, losses.classification_loss,
+  ...                         optimizer, clip_norm=1.0, noise_multiplier=1.0,
+  ...                         expected_batch_size=4, seed=0)
+  >>> loss = step.accumulate(tf.ones([4, 1, 3]), tf.constant([0, 1, 0, 1]),
+  ...                        tf.ones([4]))
+  >>> step.apply()
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from dp_medtf.privacy import step as dp_step
+
+
+class ReplicatedDPStep(dp_step.DPStep):
+  """DPStep whose chunks are split across the replicas of `strategy`.
+
+  Build the model and optimizer inside `strategy.scope()`; construct this
+  step outside it, so that the noise generator stays one generator. The
+  global chunk size must be divisible by the number of replicas.
+
+  Args:
+    strategy: the tf.distribute strategy.
+    *args, **kwargs: as DPStep.
+  """
+
+  def __init__(self, strategy: tf.distribute.Strategy, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.strategy = strategy
+    with strategy.scope():
+      self.accumulators = [
+          tf.Variable(tf.zeros_like(v), trainable=False,
+                      synchronization=tf.VariableSynchronization.ON_READ,
+                      aggregation=tf.VariableAggregation.SUM)
+          for v in self.model.trainable_variables]
+    self.accumulate = tf.function(self._replicated_accumulate,
+                                  jit_compile=self.jit_compile)
+
+  def _replicated_accumulate(self, x, y, mask):
+    replicas = self.strategy.num_replicas_in_sync
+
+    def shard(ctx):
+      i = ctx.replica_id_in_sync_group
+      size = tf.shape(x)[0] // replicas
+      return (x[i * size:(i + 1) * size], y[i * size:(i + 1) * size],
+              mask[i * size:(i + 1) * size])
+
+    shards = self.strategy.experimental_distribute_values_from_function(shard)
+    losses = self.strategy.run(self._accumulate, args=shards)
+    return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
