@@ -1,0 +1,96 @@
+"""Table 3 from a sweep folder: aggregation, t-test, bounds, missing runs."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from dp_medtf import reporting
+from dp_medtf import risk
+
+MCC = {8.0: [0.50, 0.54], 1e9: [0.70, 0.66], math.inf: [0.72, 0.70]}
+
+
+def _write(path, obj):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(obj, f)
+
+
+def _results(eps, seed, mcc, z, status='finished'):
+  return {'dataset': 'demo', 'epsilon_target': reporting.epsilon_text(eps)
+          if math.isinf(eps) else eps, 'noise_multiplier': z,
+          'sampling_rate': 0.1, 'steps': 50, 'num_train_examples': 500,
+          'seed': seed, 'status': status, 'metrics': {'mcc': mcc}}
+
+
+@pytest.fixture
+def sweep(tmp_path):
+  for eps, values in MCC.items():
+    z = 0.0 if math.isinf(eps) else (1.0 if eps == 8.0 else 1e-4)
+    for seed, mcc in zip((10, 11), values):
+      _write(tmp_path / 'demo' / f'eps{reporting.epsilon_text(eps)}_seed{seed}'
+             / 'results.json', _results(eps, seed, mcc, z))
+  # An interrupted run and a run folder without results.
+  _write(tmp_path / 'demo' / 'eps1_seed10' / 'results.json',
+         _results(1.0, 10, 0.1, 3.0, status='interrupted'))
+  os.makedirs(tmp_path / 'demo' / 'eps1_seed11')
+  _write(tmp_path / 'demo' / 'attack' / 'summary.json',
+         {'8': {'share_below_0.1': 0.0}, '1e+09': {'share_below_0.1': 0.25},
+          'inf': {'share_below_0.1': 1.0}})
+  return tmp_path
+
+
+def test_collect_aggregates_and_lists_problems(sweep):
+  rows, problems = reporting.collect(str(sweep))
+  assert [(r.dataset, r.epsilon) for r in rows] == [
+      ('demo', 8.0), ('demo', 1e9), ('demo', math.inf)]
+  by_eps = {r.epsilon: r for r in rows}
+  assert by_eps[8.0].metrics['mcc'] == MCC[8.0]
+  expected_p = stats.ttest_ind(MCC[8.0], MCC[math.inf]).pvalue
+  assert by_eps[8.0].p_values['mcc'] == pytest.approx(expected_p)
+  assert by_eps[math.inf].p_values['mcc'] is None
+  assert by_eps[8.0].rero_worst_case == pytest.approx(
+      risk.rero(1.0, 0.1, 50, 1 / 500).value)
+  assert by_eps[8.0].rero_relaxed <= by_eps[8.0].rero_worst_case
+  assert by_eps[1e9].rero_worst_case >= by_eps[8.0].rero_worst_case
+  assert by_eps[math.inf].rero_worst_case is None
+  assert by_eps[1e9].attack_share_below_0_1 == 0.25
+  assert len(problems) == 2
+  assert any('interrupted' in p for p in problems)
+  assert any('no results.json' in p for p in problems)
+
+
+def test_markdown_and_csv(sweep):
+  rows, problems = reporting.collect(str(sweep))
+  markdown = reporting.to_markdown(rows, problems)
+  assert '| demo | 8 | 2 | 52.00 ± 2.83 |' in markdown
+  assert 'Missing or failed runs' in markdown
+  lines = reporting.to_csv(rows).strip().splitlines()
+  assert len(lines) == 1 + len(rows)
+  assert lines[0].startswith('dataset,epsilon,seeds,mcc (%)')
+
+
+def test_report_app_writes_outputs(sweep, tmp_path):
+  out = tmp_path / 'out'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'dp_medtf.report', f'--sweep_dir={sweep}',
+       f'--output_dir={out}'], capture_output=True, text=True, timeout=300,
+      check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert {'table3.md', 'table3.csv', 'performance_vs_risk.png'} <= set(
+      os.listdir(out))
+  assert (out / 'performance_vs_risk.png').stat().st_size > 10_000
+
+
+def test_report_app_bad_sweep_dir(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'dp_medtf.report',
+       f'--sweep_dir={tmp_path / "none"}'], capture_output=True, text=True,
+      timeout=300, check=False)
+  assert proc.returncode != 0 and '--sweep_dir' in proc.stderr
