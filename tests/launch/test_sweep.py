@@ -1,0 +1,368 @@
+"""launch/sweep.py: exact commands, workdir layout, flag errors, sweep.json."""
+
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import threading
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SWEEP_PY = REPO / 'launch' / 'sweep.py'
+PAPER_EPSILONS = ['1', '8', '32', '1e9', 'inf']
+PAPER_SEEDS = [10, 11, 100, 101, 110]
+
+
+def _load_sweep():
+  spec = importlib.util.spec_from_file_location('dp_medtf_launch_sweep',
+                                                SWEEP_PY)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up.
+  spec.loader.exec_module(module)
+  return module
+
+
+sweep = _load_sweep()
+
+
+def _cli(*flags, timeout=120):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, str(SWEEP_PY), *flags],
+                        capture_output=True, text=True, timeout=timeout,
+                        env=env, check=False)
+
+
+def _spec(sweep_dir, **kwargs):
+  args = dict(dataset='demo', epsilons='8,inf', seeds='10,11',
+              sweep_dir=str(sweep_dir))
+  args.update(kwargs)
+  return sweep.make_spec(**args)
+
+
+def _read_json(path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.io.gfile.GFile(str(path)) as f:
+    return json.load(f)
+
+
+def _flag_value(command, name):
+  prefix = f'--{name}='
+  return next(a[len(prefix):] for a in command if a.startswith(prefix))
+
+
+def _fake_runner(fail=(), raise_for=(), write_results=True, calls=None):
+  """A runner that 'trains' by writing results.json, failing some runs.
+
+  Args:
+    fail: (epsilon, seed) pairs that exit 1 after logging an error.
+    raise_for: (epsilon, seed) pairs whose launch raises.
+    write_results: whether successful runs write results.json.
+    calls: a list that collects each (epsilon, seed) launched.
+
+  Returns:
+    The runner.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def runner(command, log_path):
+    key = (_flag_value(command, 'epsilon'), int(_flag_value(command, 'seed')))
+    if calls is not None:
+      calls.append(key)
+    if key in raise_for:
+      raise OSError('launcher vanished')
+    tf.io.gfile.makedirs(os.path.dirname(log_path))
+    with tf.io.gfile.GFile(log_path, 'w') as f:
+      f.write('step 1\nValueError: noise calibration failed\n'
+              if key in fail else 'done\n')
+    if key in fail:
+      return 1
+    if write_results:
+      workdir = _flag_value(command, 'workdir')
+      tf.io.gfile.makedirs(workdir)
+      with tf.io.gfile.GFile(f'{workdir}/results.json', 'w') as f:
+        json.dump({'epsilon_spent': key[0], 'metrics': {'mcc': 0.5}}, f)
+    return 0
+
+  return runner
+
+
+def test_dry_run_prints_the_exact_paper_sweep_commands(tmp_path):
+  proc = _cli('--dataset=demo', f'--sweep_dir={tmp_path}', '--dry_run',
+              '--extra_flags=--config.epochs=1')
+  assert proc.returncode == 0, proc.stderr
+  expected = [
+      f'{sys.executable} -m dp_medtf.train --dataset=demo --epsilon={e} '
+      f'--seed={s} --workdir={tmp_path}/demo/eps{e}_seed{s} --config.epochs=1'
+      for e in PAPER_EPSILONS for s in PAPER_SEEDS]
+  assert proc.stdout.splitlines() == expected
+  assert not os.listdir(tmp_path)  # A dry run writes nothing.
+
+
+def test_local_commands_carry_data_dir_strategy_resume_and_extra_flags(
+    tmp_path):
+  spec = _spec(tmp_path / 'sw', dataset='ham10000', epsilons='1e9',
+               seeds='101', data_dir=str(tmp_path), strategy='mirrored',
+               resume=True,
+               extra_flags="--config.epochs=2 '--config.model.name=resnet9'")
+  [run] = sweep.plan_sweep(spec)
+  workdir = f'{tmp_path}/sw/ham10000/eps1e9_seed101'
+  assert run.workdir == workdir
+  assert run.command == [
+      sys.executable, '-m', 'dp_medtf.train', '--dataset=ham10000',
+      '--epsilon=1e9', '--seed=101', f'--workdir={workdir}',
+      f'--data_dir={tmp_path}', '--strategy=mirrored', '--resume',
+      '--config.epochs=2', '--config.model.name=resnet9']
+  assert run.log == f'{tmp_path}/sw/logs/ham10000/eps1e9_seed101.log'
+
+
+def test_gpu_and_tpu_launchers_call_the_shell_scripts():
+  gpu = _spec('gs://bucket/sw', launcher='gpu', epsilons='8', seeds='10',
+              launcher_flags='--num_gpus=4',
+              extra_flags='--config.epochs=1')
+  tpu = _spec('gs://bucket/sw/', launcher='tpu', epsilons='inf', seeds='110',
+              dataset='msd_liver', data_dir='gs://bucket/msd',
+              launcher_flags='--name=dp-tpu --zone=us-central1-a',
+              resume=True)
+  [gpu_run] = sweep.plan_sweep(gpu)
+  [tpu_run] = sweep.plan_sweep(tpu)
+  assert gpu_run.command == [
+      'bash', str(REPO / 'launch' / 'gpu.sh'), 'run', '--dataset=demo',
+      '--epsilon=8', '--seed=10', '--workdir=gs://bucket/sw/demo/eps8_seed10',
+      '--num_gpus=4', '--', '--config.epochs=1']
+  assert tpu_run.command == [
+      'bash', str(REPO / 'launch' / 'cloud_tpu.sh'), 'run',
+      '--dataset=msd_liver', '--epsilon=inf', '--seed=110',
+      '--workdir=gs://bucket/sw/msd_liver/epsinf_seed110',
+      '--data_dir=gs://bucket/msd', '--resume', '--name=dp-tpu',
+      '--zone=us-central1-a']
+
+
+def test_shell_launchers_accept_the_commands_the_sweep_builds():
+  gpu = _spec('gs://bucket/sw', launcher='gpu', epsilons='8', seeds='10',
+              launcher_flags='--num_gpus=2',
+              extra_flags='--config.epochs=1')
+  tpu = _spec('gs://bucket/sw', launcher='tpu', epsilons='1e9', seeds='11',
+              launcher_flags='--name=dp-tpu --zone=us-central1-a')
+  for spec, needle in [
+      (gpu, '-m dp_medtf.train --dataset=demo --epsilon=8 --seed=10 '
+            '--workdir=gs://bucket/sw/demo/eps8_seed10 --strategy=mirrored '
+            '--config.epochs=1'),
+      (tpu, '-m dp_medtf.train --dataset=demo --epsilon=1e9 --seed=11 '
+            '--workdir=gs://bucket/sw/demo/eps1e9_seed11 --strategy=tpu '
+            '--tpu=local')]:
+    [run] = sweep.plan_sweep(spec)
+    command = list(run.command)
+    command.insert(3, '--dry_run')  # After `bash SCRIPT run`.
+    proc = subprocess.run(command, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert needle in proc.stdout
+
+
+@pytest.mark.parametrize('text,tags', [
+    ('1,8,32,1e9,inf', ['1', '8', '32', '1e9', 'inf']),
+    (' 8.0 , 1000000000, 1e+18, Infinity', ['8', '1e9', '1e18', 'inf']),
+    ('0.5,123456789,1.5e9', ['0.5', '123456789', '1.5e9']),
+])
+def test_epsilon_tags_are_short_and_exact(text, tags):
+  assert sweep.parse_epsilons(text) == tags
+  for tag in tags:
+    assert sweep.epsilon_tag(float(tag)) == tag
+
+
+def test_workdir_layout(tmp_path):
+  assert (sweep.run_workdir('gs://b/sweeps/', 'radimagenet', '32', 100) ==
+          'gs://b/sweeps/radimagenet/eps32_seed100')
+  spec = _spec(tmp_path, epsilons='1,inf', seeds='10,100')
+  runs = sweep.plan_sweep(spec)
+  assert [(r.epsilon, r.seed) for r in runs] == [
+      ('1', 10), ('1', 100), ('inf', 10), ('inf', 100)]
+  assert [os.path.relpath(r.workdir, tmp_path) for r in runs] == [
+      'demo/eps1_seed10', 'demo/eps1_seed100', 'demo/epsinf_seed10',
+      'demo/epsinf_seed100']
+  assert len({r.log for r in runs}) == 4
+
+
+@pytest.mark.parametrize('flags,named', [
+    (['--epsilons='], '--epsilons'),
+    (['--epsilons=1,,8'], '--epsilons'),
+    (['--epsilons=1,-8'], '--epsilons'),
+    (['--epsilons=0'], '--epsilons'),
+    (['--epsilons=nan'], '--epsilons'),
+    (['--epsilons=eight'], '--epsilons'),
+    (['--epsilons=8,8.0'], '--epsilons'),
+    (['--seeds='], '--seeds'),
+    (['--seeds=1.5'], '--seeds'),
+    (['--seeds=-3'], '--seeds'),
+    (['--launcher=slurm'], '--launcher'),
+    (['--dataset=imagenet'], '--dataset'),
+    (['--dataset=ham10000'], '--data_dir'),
+    (['--max_parallel=0'], '--max_parallel'),
+    (['--extra_flags=--epsilon=3'], '--extra_flags'),
+    (['--extra_flags=--config.epochs=1 "unbalanced'], '--extra_flags'),
+    (['--strategy=mirrored', '--launcher=tpu'], '--strategy'),
+    (['--launcher_flags=--num_gpus=2'], '--launcher_flags'),
+])
+def test_bad_flags_exit_non_zero_naming_the_flag(flags, named, tmp_path):
+  proc = _cli(*flags, f'--sweep_dir={tmp_path}')
+  assert proc.returncode != 0
+  assert named in proc.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_missing_sweep_dir_is_named(tmp_path):
+  proc = _cli('--dry_run')
+  assert proc.returncode != 0
+  assert '--sweep_dir' in proc.stderr
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+  spec = _spec(tmp_path, epsilons='8,inf', seeds='10,11')
+  runs = sweep.plan_sweep(spec)
+  calls = []
+  out = io.StringIO()
+  record = sweep.execute_sweep(
+      spec, runs, runner=_fake_runner(fail=[('8', 10)], calls=calls), out=out)
+  assert calls == [('8', 10), ('8', 11), ('inf', 10), ('inf', 11)]
+  saved = _read_json(tmp_path / 'sweep.json')
+  assert saved == record
+  assert saved['counts'] == {'failed': 1, 'succeeded': 3}
+  assert saved['finished'] is not None
+  by_key = {(r['epsilon'], r['seed']): r for r in saved['runs']}
+  failed = by_key[('8', 10)]
+  assert failed['status'] == 'failed' and failed['returncode'] == 1
+  assert 'noise calibration failed' in failed['error_tail']
+  assert failed['command'] == runs[0].command
+  assert failed['command_line'] == shlex.join(runs[0].command)
+  assert failed['workdir'] == str(tmp_path / 'demo' / 'eps8_seed10')
+  for key in [('8', 11), ('inf', 10), ('inf', 11)]:
+    run = by_key[key]
+    assert run['status'] == 'succeeded' and run['returncode'] == 0
+    assert run['epsilon_spent'] == key[0]
+    assert run['metrics'] == {'mcc': 0.5}
+    assert run['error_tail'] is None
+  assert 'eps=8 seed=10: failed (exit 1' in out.getvalue()
+
+
+def test_a_run_that_raises_or_writes_no_results_counts_as_failed(tmp_path):
+  spec = _spec(tmp_path, epsilons='8', seeds='10,11')
+  runs = sweep.plan_sweep(spec)
+  record = sweep.execute_sweep(
+      spec, runs, runner=_fake_runner(raise_for=[('8', 10)],
+                                      write_results=False),
+      out=io.StringIO())
+  first, second = record['runs']
+  assert first['status'] == 'failed' and first['returncode'] == -1
+  assert 'launcher vanished' in first['error_tail']
+  assert second['status'] == 'failed' and second['returncode'] == 0
+  assert second['error_tail'].startswith('exited 0 but wrote no results.json')
+
+
+def test_skip_finished_leaves_runs_that_have_results(tmp_path):
+  spec = _spec(tmp_path, epsilons='8,inf', seeds='10')
+  runs = sweep.plan_sweep(spec)
+  finished = tmp_path / 'demo' / 'epsinf_seed10'
+  finished.mkdir(parents=True)
+  (finished / 'results.json').write_text(
+      json.dumps({'epsilon_spent': 'inf', 'metrics': {'mcc': 0.9}}))
+
+  out = io.StringIO()
+  sweep.print_dry_run(runs, skip_finished=True, out=out)
+  lines = out.getvalue().splitlines()
+  assert lines[0] == shlex.join(runs[0].command)
+  assert lines[1] == '# finished, skipped: ' + shlex.join(runs[1].command)
+
+  calls = []
+  record = sweep.execute_sweep(spec, runs, runner=_fake_runner(calls=calls),
+                               skip_finished=True, out=io.StringIO())
+  assert calls == [('8', 10)]
+  skipped = record['runs'][1]
+  assert skipped['status'] == 'skipped' and skipped['returncode'] is None
+  assert skipped['metrics'] == {'mcc': 0.9}
+  assert record['counts'] == {'succeeded': 1, 'skipped': 1}
+
+
+def test_max_parallel_runs_several_at_once(tmp_path):
+  spec = _spec(tmp_path, epsilons='8', seeds='10,11')
+  runs = sweep.plan_sweep(spec)
+  barrier = threading.Barrier(2, timeout=20)
+  inner = _fake_runner()
+
+  def runner(command, log_path):
+    barrier.wait()  # Breaks (and the run fails) unless both run together.
+    return inner(command, log_path)
+
+  record = sweep.execute_sweep(spec, runs, runner=runner, max_parallel=2,
+                               out=io.StringIO())
+  assert record['counts'] == {'succeeded': 2}
+
+
+def test_remote_sweep_dir_goes_through_gfile():
+  # ram:// is TensorFlow's in-memory file system: a stand-in for gs://.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  root = 'ram://sweeps/remote_test'
+  spec = _spec(root, epsilons='8', seeds='10,11')
+  runs = sweep.plan_sweep(spec)
+  record = sweep.execute_sweep(spec, runs, runner=_fake_runner(
+      fail=[('8', 11)]), out=io.StringIO())
+  assert _read_json(f'{root}/sweep.json') == record
+  assert record['counts'] == {'succeeded': 1, 'failed': 1}
+
+  # A second pass skips the finished run, found through gfile.
+  calls = []
+  sweep.execute_sweep(spec, sweep.plan_sweep(spec),
+                      runner=_fake_runner(calls=calls), skip_finished=True,
+                      out=io.StringIO())
+  assert calls == [('8', 11)]
+  assert tf.io.gfile.exists(f'{root}/demo/eps8_seed11/results.json')
+
+
+def test_run_subprocess_logs_to_a_remote_path():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  log = 'ram://sweeps/logs_test/demo/eps8_seed10.log'
+  code = sweep.run_subprocess(
+      [sys.executable, '-c', 'import sys; print("out"); sys.exit(3)'], log)
+  assert code == 3
+  with tf.io.gfile.GFile(log) as f:
+    text = f.read()
+  assert 'out' in text and text.startswith('$ ')
+
+
+def test_real_local_sweep_records_each_failing_run(tmp_path):
+  # An unknown recipe field makes train exit before it loads TensorFlow.
+  proc = _cli('--epsilons=8', '--seeds=10,11', f'--sweep_dir={tmp_path}',
+              '--extra_flags=--config.no_such_field=1')
+  assert proc.returncode == 1, proc.stderr
+  record = _read_json(tmp_path / 'sweep.json')
+  assert [r['status'] for r in record['runs']] == ['failed', 'failed']
+  for run in record['runs']:
+    assert run['returncode'] not in (0, None)
+    assert 'no_such_field' in run['error_tail']
+    assert os.path.exists(run['log'])
+
+
+def test_real_local_sweep_of_the_demo(tmp_path):
+  proc = _cli('--epsilons=inf', '--seeds=10', f'--sweep_dir={tmp_path}',
+              '--extra_flags=--config.epochs=1 --config.model.width=4',
+              timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = _read_json(tmp_path / 'sweep.json')
+  [run] = record['runs']
+  assert run['status'] == 'succeeded' and run['returncode'] == 0
+  assert run['workdir'] == str(tmp_path / 'demo' / 'epsinf_seed10')
+  results = _read_json(tmp_path / 'demo' / 'epsinf_seed10' / 'results.json')
+  assert results['dataset'] == 'demo' and results['seed'] == 10
+  assert results['epsilon_target'] == 'inf'
+  assert run['metrics'] == results['metrics']
+
+  # Run again with --skip_finished: nothing is trained.
+  proc = _cli('--epsilons=inf', '--seeds=10', f'--sweep_dir={tmp_path}',
+              '--skip_finished',
+              '--extra_flags=--config.epochs=1 --config.model.width=4')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert _read_json(tmp_path / 'sweep.json')['counts'] == {'skipped': 1}
