@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole pipeline on the embedded demo, on one CPU machine:
+# train sweep (budgets x seeds) -> reconstruction attack -> Table 3 + figure.
+set -euo pipefail
+
+usage() {
+  cat <<USAGE
+Usage: launch/demo_pipeline.sh [--sweep_dir=DIR] [--epsilons=LIST]
+         [--seeds=LIST] [--num_images=N] [-- TRAIN_FLAGS...]
+
+  --sweep_dir   where runs, attack and report go (default: sweeps/demo)
+  --epsilons    budgets (default: 1,8,1e9,inf)
+  --seeds       training seeds (default: 10,11)
+  --num_images  images attacked per budget (default: 50)
+  TRAIN_FLAGS   passed to every training run (default: --config.epochs=4)
+
+The interpreter is $PYTHON (default: python).
+USAGE
+}
+
+sweep_dir=sweeps/demo
+epsilons=1,8,1e9,inf
+seeds=10,11
+num_images=50
+train_flags=(--config.epochs=4)
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --sweep_dir=*) sweep_dir="${1#*=}" ;;
+    --epsilons=*) epsilons="${1#*=}" ;;
+    --seeds=*) seeds="${1#*=}" ;;
+    --num_images=*) num_images="${1#*=}" ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; train_flags=("$@"); break ;;
+    *) echo "Unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+python="${PYTHON:-python}"
+here="$(cd "$(dirname "$0")" && pwd)"
+"${python}" "${here}/sweep.py" --dataset=demo --epsilons="${epsilons}" \
+  --seeds="${seeds}" --sweep_dir="${sweep_dir}" --skip_finished \
+  --extra_flags="${train_flags[*]}"
+"${python}" -m dp_medtf.attack --dataset=demo --epsilon="${epsilons}" \
+  --num_images="${num_images}" --workdir="${sweep_dir}/demo/attack"
+"${python}" -m dp_medtf.report --sweep_dir="${sweep_dir}" \
+  --output_dir="${sweep_dir}/report"
