@@ -17,13 +17,21 @@ def get_config() -> ml_collections.ConfigDict:
   """The HAM10000 recipe."""
   config = ml_collections.ConfigDict()
   config.dataset = 'ham10000'
-  # Per-channel mean and std in [0, 1] units; empty: computed from the
-  # training split, as the paper normalises with the training set's
-  # statistics.
+  # Images: short side resized to image_size, then a random (train) or
+  # central (eval) square crop. The per-channel mean and std come from the
+  # training split (pipeline.Normalizer), as in the paper.
+  # Splits: lesions, stratified by dx, go test_fraction to test, then
+  # validation_fraction of the rest to validation, drawn with split_seed.
+  # A missing or (when checked) corrupt image fails naming the file, unless
+  # skip_bad_files (which implies checking every image up front, as does
+  # verify_files); skipped files are counted in the log. Validation and test
+  # splits are decoded once into memory when they fit in cache_bytes.
   config.data = ml_collections.ConfigDict(dict(
-      image_size=224, mean=(), std=(), split_seed=0))
+      image_size=224, split_seed=0, test_fraction=0.1,
+      validation_fraction=0.1, skip_bad_files=False, verify_files=False,
+      cache_bytes=1 << 30))
   # 10,015 images; 10% of lesions go to test and 10% of the rest to
-  # validation, leaving about 81% for training.
+  # validation, leaving about 81% for training. The run counts them.
   config.num_train_examples = 8_112
   config.input_shape = (224, 224, 3)
   config.num_classes = 2

@@ -18,12 +18,23 @@ def get_config() -> ml_collections.ConfigDict:
   """The MSD Liver recipe."""
   config = ml_collections.ConfigDict()
   config.dataset = 'msd_liver'
+  # volume_shape is (D, H, W). slice_mode serves axial slices [H, W, 1]
+  # instead of volumes (then set input_shape to (H, W, 1)). Preprocessed
+  # volumes stay in memory up to cache_bytes. skip_bad_files and
+  # verify_files as in the HAM10000 recipe (checking loads every volume).
   config.data = ml_collections.ConfigDict(dict(
-      volume_shape=(50, 128, 128), hu_range=(-150.0, 200.0), split_seed=0))
+      volume_shape=(50, 128, 128), hu_range=(-150.0, 200.0), split_seed=0,
+      test_fraction=0.1, validation_fraction=0.1, slice_mode=False,
+      cache_bytes=2 << 30, skip_bad_files=False, verify_files=False))
   # 131 training volumes: 10% test, then 10% of the rest validation -> 106.
   config.num_train_examples = 106
   config.input_shape = (50, 128, 128, 1)
   config.num_classes = 3
+  config.task = 'segmentation'
+  config.class_names = ('background', 'liver', 'tumour')
+  # Cross-entropy weights per class; empty: unweighted (the paper's choice
+  # for epsilon <= 20). Above, the paper weights them (0.1, 0.4, 0.5).
+  config.class_weights = ()
   config.model = ml_collections.ConfigDict(dict(name='unet3d', width=16))
   config.optimizer = 'nadam'
   config.learning_rate = 2e-3

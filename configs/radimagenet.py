@@ -18,12 +18,22 @@ def get_config() -> ml_collections.ConfigDict:
   """The RadImageNet recipe."""
   config = ml_collections.ConfigDict()
   config.dataset = 'radimagenet'
+  # Splits come from RadiologyAI_{train,val,test}.csv; without them they are
+  # drawn from the folder tree (stratified by label; fractions and seed
+  # below). normalize_by_modality maps each modality's training mean and std
+  # (from up to modality_stats_examples images each) onto the global ones
+  # before the pipeline's global normalisation. skip_bad_files and
+  # verify_files as in the HAM10000 recipe. A split that fits in cache_bytes
+  # is decoded once into memory.
   config.data = ml_collections.ConfigDict(dict(
-      image_size=224, normalize_by_modality=True, split_seed=0))
+      image_size=224, normalize_by_modality=True, modality_stats_examples=1000,
+      split_seed=0, test_fraction=0.1, validation_fraction=0.1,
+      skip_bad_files=False, verify_files=False, cache_bytes=1 << 30))
   # About 1.35 M images in all; roughly 80% of them form the training split.
   # The reader counts the real number from the data at run time.
   config.num_train_examples = 1_080_000
   config.input_shape = (224, 224, 1)
+  # Must be at least the number of labels in the data (the reader says so).
   config.num_classes = 165
   config.model = ml_collections.ConfigDict(dict(name='resnet9', width=64))
   config.optimizer = 'nadam'

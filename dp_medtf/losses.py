@@ -34,7 +34,9 @@ def soft_dice_loss(labels: tf.Tensor, logits: tf.Tensor,
     smooth: added to numerator and denominator (empty classes score 1).
   """
   num_classes = logits.shape[-1]
-  probs = tf.nn.softmax(logits, axis=-1)
+  # exp(log_softmax): under tf.vectorized_map a 3D volume's logits become
+  # 6-D, beyond what the CPU softmax kernel accepts (at most 5-D).
+  probs = tf.exp(tf.nn.log_softmax(logits, axis=-1))
   truth = tf.one_hot(labels, num_classes, dtype=probs.dtype)
   axes = list(range(1, len(logits.shape) - 1))
   overlap = tf.reduce_sum(probs * truth, axes)
