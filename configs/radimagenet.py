@@ -48,4 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
       epsilon=32.0, delta=8e-7, clip_norm=1.0, engine='vectorized',
       clip_norms={}))
   config.seed = 0
+  config.jit_compile = False  # XLA: needed on TPU, slower on CPU.
+  config.checkpoint_every_steps = 0  # 0: at the end of each epoch.
+  config.stop_after_steps = 0  # > 0: stop early (a preemptible slot).
   return config
