@@ -105,8 +105,10 @@ def plan_privacy(config: ml_collections.ConfigDict, num_train_examples: int,
   steps = steps_per_epoch * int(config.epochs)
   q = b / n
   if math.isinf(epsilon):
-    return PrivacyPlan(epsilon, delta, q, steps, steps_per_epoch, b, 0.0,
-                       None, b)
+    # Shuffled fixed-size batches: every example once an epoch.
+    steps_per_epoch = math.ceil(n / b)
+    return PrivacyPlan(epsilon, delta, q, steps_per_epoch * int(config.epochs),
+                       steps_per_epoch, b, 0.0, None, b)
   z = accounting.calibrate_noise_multiplier(epsilon, delta, q, steps)
   if config.dp.engine == 'tf_privacy':
     # TF Privacy noises every call: a whole logical batch in one chunk.
@@ -366,6 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         train, epoch_plan, normalizer, int(config.augment.multiplicity), flips,
         int(config.seed))
     epoch_losses = []
+    stopped = False
     for i, ((s, _), (x, y, mask)) in enumerate(zip(epoch_plan, dataset)):
       epoch_losses.append(float(step.accumulate(x, y, mask)))
       if last_chunk_of_step[s] != i:
@@ -379,9 +382,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if every and steps_done % every == 0:
         manager.save(checkpoint_number=steps_done)
       if stop_after and steps_done >= stop_after:
+        stopped = steps_done < (epoch + 1) * plan.steps_per_epoch
         break
     epsilon = ledger.epsilon(plan.delta) if plan.private else math.inf
-    if steps_done % plan.steps_per_epoch == 0:
+    if not stopped:
       val = evaluate(model, validation, normalizer, config)
       progress.update(num_steps, [('epsilon', epsilon),
                                   (f'val_{metric}', val[metric])],

@@ -62,13 +62,15 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
 
 
 def test_a_run_that_would_overspend_stops(tmp_path):
-  proc = _train(tmp_path)
+  proc = _train(tmp_path, '--config.epochs=1')
   assert proc.returncode == 0, proc.stderr[-3000:]
-  # The same ledger, asked for one more epoch at the same noise: over budget.
-  proc = _train(tmp_path, '--resume', '--config.epochs=3',
-                '--config.dp.epsilon=8')
+  # Its ledger holds 9 steps at the noise calibrated for 9; a second epoch at
+  # the noise calibrated for 18 steps in all would overspend.
+  proc = _train(tmp_path, '--resume', '--config.epochs=2')
   assert proc.returncode != 0
   assert 'would spend epsilon=' in proc.stderr
+  with open(os.path.join(tmp_path, 'results.json')) as f:
+    assert json.load(f)['steps'] == 9  # What was written stays.
 
 
 def test_ledger_composes_segments():

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from dp_medtf import recipes
+
 RESULT_KEYS = {'dataset', 'model', 'epsilon_target', 'epsilon_spent', 'delta',
                'noise_multiplier', 'clip_norm', 'sampling_rate', 'steps',
                'epochs', 'batch_size', 'seed', 'metrics', 'wall_seconds',
@@ -36,7 +38,7 @@ def test_short_dp_run_writes_complete_outputs(tmp_path):
   assert results['steps'] == 9 and results['epochs'] == 1
   assert results['noise_multiplier'] > 0 and results['clip_norm'] == 1.0
   assert results['sampling_rate'] == pytest.approx(256 / 2400)
-  assert results['engine'] == 'vectorized'
+  assert results['engine'] == recipes.load('demo').dp.engine
   assert -1 <= results['metrics']['mcc'] <= 1
   assert os.listdir(tmp_path / 'checkpoints')
   assert os.listdir(tmp_path / 'tensorboard')
