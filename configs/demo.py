@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict(
       dict(flip_vertical=0.5, flip_horizontal=0.5, multiplicity=1))
   config.dp = ml_collections.ConfigDict(dict(
-      epsilon=8.0, delta=8e-7, clip_norm=1.0, engine='vectorized',
+      epsilon=8.0, delta=8e-7, clip_norm=1.0, engine='ghost_bk',
       # Per-budget clip norms, keyed by str(epsilon); clip_norm otherwise.
       clip_norms={}))
   config.seed = 0

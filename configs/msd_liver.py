@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict(
       dict(flip_vertical=0.0, flip_horizontal=0.0, multiplicity=1))
   config.dp = ml_collections.ConfigDict(dict(
-      epsilon=8.0, delta=8e-7, clip_norm=1.0, engine='vectorized',
+      epsilon=8.0, delta=8e-7, clip_norm=1.0, engine='ghost_bk',
       clip_norms={}))
   config.seed = 0
   config.jit_compile = False  # XLA: needed on TPU, slower on CPU.

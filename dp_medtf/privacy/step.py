@@ -23,12 +23,31 @@ Example:
 
 from __future__ import annotations
 
+from absl import logging
 import tensorflow as tf
 
 from dp_medtf.privacy import clipping
+from dp_medtf.privacy import ghost
 from dp_medtf.privacy import noise
 
-ENGINES = ('vectorized',)
+# Per-example clipping engines, each (model, example_loss, x, y, mask, C) ->
+# (summed clipped gradients, norms [B], losses [B]):
+#   vectorized: per-example gradients with tf.vectorized_map, any model;
+#   ghost: mixed ghost norms, then a second backward pass of the re-weighted
+#     loss (functional or Sequential models);
+#   ghost_bk: mixed ghost norms, the clipped sum from the same pass
+#     (book-keeping): no second backward pass.
+_CLIPPED_SUM = {
+    'vectorized': clipping.vectorized_clipped_sum,
+    'ghost': ghost.engine('second_pass'),
+    'ghost_bk': ghost.engine('bookkeeping'),
+}
+ENGINES = tuple(_CLIPPED_SUM)
+
+
+def clipping_engine(name: str):
+  """The clipped-sum function of engine `name` (one of ENGINES)."""
+  return _CLIPPED_SUM[name]
 
 
 def classification_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -84,6 +103,8 @@ class DPStep:
     self.noise_multiplier = float(noise_multiplier)
     self.expected_batch_size = float(expected_batch_size)
     self.engine = engine
+    self._clipped_sum = _CLIPPED_SUM[engine]
+    logging.info('DP-SGD per-example clipping engine: %s', engine)
     self.jit_compile = jit_compile
     self.generator = tf.random.Generator.from_seed(seed)
     self.accumulators = _zeros_like_vars(model.trainable_variables)
@@ -96,7 +117,7 @@ class DPStep:
     return self.noise_multiplier * self.clip_norm
 
   def _accumulate(self, x, y, mask):
-    summed, _, losses = clipping.vectorized_clipped_sum(
+    summed, _, losses = self._clipped_sum(
         self.model, lambda labels, out: tf.reduce_mean(
             self.loss_fn(labels, out)), x, y, mask, self.clip_norm)
     for acc, g in zip(self.accumulators, summed):
