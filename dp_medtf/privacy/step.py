@@ -26,6 +26,7 @@ from __future__ import annotations
 from absl import logging
 import tensorflow as tf
 
+from dp_medtf import losses
 from dp_medtf.privacy import clipping
 from dp_medtf.privacy import ghost
 from dp_medtf.privacy import noise
@@ -50,10 +51,9 @@ def clipping_engine(name: str):
   return _CLIPPED_SUM[name]
 
 
-def classification_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-  """Per-view softmax cross-entropy [n] from integer labels and logits."""
-  return tf.keras.losses.sparse_categorical_crossentropy(
-      labels, logits, from_logits=True)
+# The per-view loss of classification, kept here by name for callers of the
+# step; it is defined once, in dp_medtf.losses.
+classification_loss = losses.classification_loss
 
 
 def _zeros_like_vars(variables):
