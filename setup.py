@@ -10,11 +10,7 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.11,<3.12',
-    packages=setuptools.find_packages(include=['dp_medtf', 'dp_medtf.*']) +
-    ['dp_medtf.configs'],
-    # The recipes live at the top of the repository and ship as
-    # dp_medtf.configs, so an installed package finds them too.
-    package_dir={'dp_medtf.configs': 'configs'},
+    packages=setuptools.find_packages(include=['dp_medtf', 'dp_medtf.*']),
     install_requires=[
         'tensorflow==2.15.1',
         'tensorflow-privacy==0.9.0',

@@ -43,7 +43,7 @@ from dp_medtf.attacks import plots
 from dp_medtf.attacks import runner
 
 _DATASET = flags.DEFINE_enum('dataset', 'demo', recipes.DATASETS,
-                             'Dataset recipe (configs/<dataset>.py).')
+                             'Dataset recipe (dp_medtf/configs/<dataset>.py).')
 _DATA_DIR = flags.DEFINE_string('data_dir', '',
                                 'Folder holding the dataset.')
 _EPSILON = flags.DEFINE_string(

@@ -1,4 +1,4 @@
-"""Finds and loads the per-dataset recipes (configs/<dataset>.py).
+"""Finds and loads the per-dataset recipes (dp_medtf/configs/<dataset>.py).
 
 Example:
 
@@ -23,7 +23,7 @@ def path(dataset: str) -> str:
     dataset: one of DATASETS.
 
   Returns:
-    The path of configs/<dataset>.py as installed.
+    The path of dp_medtf/configs/<dataset>.py as installed.
 
   Raises:
     ValueError: for an unknown dataset.

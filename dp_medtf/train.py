@@ -6,9 +6,9 @@ Usage:
   python -m dp_medtf.train --dataset=demo --epsilon=inf   # non-private
   python -m dp_medtf.train --dataset=radimagenet --data_dir=/data/rin \\
       --epsilon=32 --workdir=/tmp/rin_eps32
-  python -m dp_medtf.train --config=configs/demo.py --config.epochs=3
+  python -m dp_medtf.train --config=dp_medtf/configs/demo.py --config.epochs=3
 
---config defaults to configs/<dataset>.py; any field can be overridden with
+--config defaults to dp_medtf/configs/<dataset>.py; any field can be overridden with
 --config.<field>=<value>. --epsilon, --delta and --seed override the recipe.
 """
 
@@ -68,7 +68,7 @@ def _dataset_from_argv(argv: list[str]) -> str:
 
 
 def _set_default_config(argv: list[str]) -> None:
-  """Points --config at configs/<dataset>.py unless it was given."""
+  """Points --config at dp_medtf/configs/<dataset>.py unless it was given."""
   if any(a == '--config' or a.startswith('--config=') for a in argv):
     return
   dataset = _dataset_from_argv(argv)

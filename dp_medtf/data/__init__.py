@@ -39,7 +39,7 @@ def load_split(config: ml_collections.ConfigDict, split: str,
   """Loads one split of the dataset named by config.dataset.
 
   Args:
-    config: a recipe (configs/<dataset>.py).
+    config: a recipe (dp_medtf/configs/<dataset>.py).
     split: 'train', 'validation' or 'test'.
     data_dir: the folder holding the dataset in its original layout (unused
       for the demo).
