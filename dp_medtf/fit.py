@@ -30,10 +30,12 @@ from dp_medtf import data
 from dp_medtf import losses
 from dp_medtf import metrics
 from dp_medtf import models
+from dp_medtf import recipes
 from dp_medtf.data import pipeline
 from dp_medtf.data import sampling
 from dp_medtf.privacy import accounting
 from dp_medtf.privacy import ledger as privacy_ledger
+from dp_medtf.privacy import randomness as dp_randomness
 from dp_medtf.privacy import replicated
 from dp_medtf.privacy import step as dp_step
 from dp_medtf.privacy import tf_privacy
@@ -132,11 +134,20 @@ def _make_optimizer(config: ml_collections.ConfigDict):
 
 def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
               model: tf.keras.Model,
-              strategy: tf.distribute.Strategy | None = None):
+              strategy: tf.distribute.Strategy | None = None,
+              generator: tf.random.Generator | None = None):
   """The training step for the plan: DP (by engine) or non-private.
 
   With a strategy of several replicas, the DP step sums clipped gradients
   over replicas and noises the total once (replicated.py).
+
+  Args:
+    config: the recipe.
+    plan: the run's privacy plan.
+    model: the model to train.
+    strategy: the tf.distribute strategy (default: the current one).
+    generator: the DP noise generator (a MechanismRandomness's); None: the
+      step draws a secret one.
   """
   strategy = strategy or tf.distribute.get_strategy()
   replicas = strategy.num_replicas_in_sync
@@ -161,7 +172,7 @@ def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
   kwargs = dict(clip_norm=plan.clip_norm,
                 noise_multiplier=plan.noise_multiplier,
                 expected_batch_size=plan.expected_batch_size,
-                seed=int(config.seed), engine=config.dp.engine,
+                generator=generator, engine=config.dp.engine,
                 jit_compile=bool(config.get('jit_compile', False)))
   if replicas > 1:
     return replicated.ReplicatedDPStep(strategy, model, loss, optimizer,
@@ -174,14 +185,20 @@ def _flip_probs(config: ml_collections.ConfigDict) -> dict[int, float]:
           2: float(config.augment.flip_horizontal)}
 
 
-def _epoch_plan(plan: PrivacyPlan, num_train: int, seed: int, epoch: int):
-  """(step, chunk) pairs of one epoch."""
+def _epoch_plan(plan: PrivacyPlan, num_train: int, seed: int, epoch: int,
+                sampling_key=None):
+  """(step, chunk) pairs of one epoch.
+
+  Private runs draw Poisson batches from `sampling_key` (secret); the
+  non-private baseline shuffles with the training seed.
+  """
   if not plan.private:
     batches = sampling.shuffled_batches(num_train, plan.expected_batch_size,
                                         seed, epoch)
     first = epoch * len(batches)
     return [(first + i, c) for i, c in enumerate(batches)]
-  sampler = sampling.PoissonSampler(num_train, plan.sampling_rate, seed)
+  sampler = sampling.PoissonSampler(num_train, plan.sampling_rate,
+                                    sampling_key)
   first = epoch * plan.steps_per_epoch
   return [(s, c) for s in range(first, first + plan.steps_per_epoch)
           for c in sampling.to_chunks(sampler.step_indices(s), plan.chunk_size)]
@@ -242,15 +259,24 @@ def _strict_json(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes strict JSON through a temporary file, never truncating `path`."""
+  """Writes strict JSON through a temporary file, never truncating `path`.
+
+  The object is serialised before anything is written, so an object JSON
+  cannot hold (NaN) raises ValueError and leaves no file behind.
+  """
+  text = json.dumps(_strict_json(obj), indent=2, allow_nan=False)
   tmp = path + '.tmp'
   with tf.io.gfile.GFile(tmp, 'w') as f:
-    json.dump(_strict_json(obj), f, indent=2, allow_nan=False)
+    f.write(text)
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 class BudgetExceededError(RuntimeError):
   """Training further would spend more than the target epsilon."""
+
+
+class NonFiniteError(RuntimeError):
+  """A step left the model with NaN or infinite weights."""
 
 
 def _read_json(path: str, default: Any) -> Any:
@@ -260,16 +286,104 @@ def _read_json(path: str, default: Any) -> Any:
     return json.load(f)
 
 
+def normalizer_for(config: ml_collections.ConfigDict, train,
+                   private: bool) -> pipeline.Normalizer:
+  """The input standardisation of a run.
+
+  Private runs use the recipe's fixed constants (`normalization.mean/std`):
+  statistics of the private training set computed outside DP would be an
+  unaccounted release (replacing one of N=106 volumes moves another batch's
+  clipped sum by about C). Only a non-private run may set
+  `normalization.fit_on_data` and standardise with the training split's own
+  statistics.
+
+  Args:
+    config: the recipe.
+    train: the training split.
+    private: whether the run is DP.
+
+  Returns:
+    The Normalizer.
+
+  Raises:
+    ValueError: naming the field, for fit_on_data in a private run.
+  """
+  norm = config.normalization
+  if norm.get('fit_on_data', False):
+    if private:
+      raise ValueError(
+          '--config.normalization.fit_on_data=True reads statistics of the '
+          'private training set outside DP; it is allowed only with '
+          '--epsilon=inf. Private runs use the recipe\'s fixed '
+          'normalization.mean and normalization.std.')
+    return pipeline.Normalizer.fit(train)
+  return pipeline.Normalizer.fixed(norm.mean, norm.std)
+
+
+def _all_finite(variables) -> tf.Tensor:
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                        for v in variables])
+
+
+def _restore_newest_readable(checkpoint: tf.train.Checkpoint,
+                             manager: tf.train.CheckpointManager
+                             ) -> str | None:
+  """Restores the newest checkpoint that reads, skipping damaged ones.
+
+  Returns:
+    The restored checkpoint's path, or None when there is none.
+
+  Raises:
+    RuntimeError: when checkpoints exist but none of them restores.
+  """
+  candidates = list(reversed(manager.checkpoints))
+  failures = []
+  for path in candidates:
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(
+          e).__name__
+      failures.append(path)
+      logging.warning('Checkpoint %s does not restore (%s); trying an older '
+                      'one.', path, reason[:200])
+      continue
+    if failures:
+      print(f'Checkpoint {failures[0]} is damaged; resuming from {path} '
+            'instead.')
+    return path
+  if candidates:
+    raise RuntimeError(
+        f'No checkpoint in {manager.directory} restores (tried '
+        f'{", ".join(candidates)}); start a new run in another --workdir.')
+  return None
+
+
+def save_release_model(model: tf.keras.Model, path: str) -> None:
+  """Writes the model alone (no optimizer, ledger or randomness) to `path`.
+
+  This `.keras` file is what a user may publish: it holds the architecture
+  and the trained weights only. Load it with `dp_medtf.models.load_model` or
+  tf.keras.models.load_model after `import dp_medtf`.
+  """
+  tmp = os.path.join(os.path.dirname(path), '.tmp_' + os.path.basename(path))
+  model.save(tmp)  # Never compiled here: the archive has no optimizer.
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data_dir: str = '', resume: bool = False,
                        strategy: tf.distribute.Strategy | None = None
                        ) -> dict[str, Any]:
   """Trains the recipe's model and writes the run's outputs to `workdir`.
 
-  Checkpoints (model, optimizer, noise generator, privacy ledger) are saved
-  every `config.checkpoint_every_steps` steps (0: each epoch). With `resume`,
-  the run continues from the last checkpoint and draws exactly the batches
-  and noise an uninterrupted run would.
+  Checkpoints (model, optimizer, the mechanism's secret randomness, privacy
+  ledger) are saved every `config.checkpoint_every_steps` steps (0: each
+  epoch); they are secret. With `resume`, the run continues from the newest
+  checkpoint that restores and draws exactly the batches and noise an
+  uninterrupted run would. What a private run publishes (results.json,
+  history.json, TensorBoard, the console, model.keras) holds held-out
+  metrics, epsilon and the ledger, never training-set statistics.
 
   Args:
     config: the recipe, with flags already applied.
@@ -285,50 +399,85 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     FileExistsError: `workdir` holds a checkpoint and `resume` is False.
     BudgetExceededError: the ledger plus the remaining steps would spend more
       than the target epsilon (for example, a resumed run with more epochs).
+    NonFiniteError: a step made the weights NaN or infinite; the workdir
+      stays resumable from its last good checkpoint.
   """
   start = time.time()
+  recipes.validate(config)
   tf.io.gfile.makedirs(workdir)
   ckpt_dir = os.path.join(workdir, 'checkpoints')
+  results_path = os.path.join(workdir, 'results.json')
   latest = tf.train.latest_checkpoint(ckpt_dir)
   if latest and not resume:
     raise FileExistsError(
         f'--workdir={workdir} already holds a checkpoint ({latest}); pass '
         '--resume to continue it, or choose another --workdir.')
+  if resume and not latest:
+    print(f'--resume: no checkpoint in {workdir}; starting a new run.')
+  if latest:
+    previous = _read_json(results_path, None)
+    if (previous and previous.get('status') == 'finished' and
+        previous.get('epochs') == int(config.epochs)):
+      print(f'The run in {workdir} has finished; nothing to resume.')
+      return previous
   tf.keras.utils.set_random_seed(int(config.seed))
   train = data.load_split(config, 'train', data_dir)
   validation = data.load_split(config, 'validation', data_dir)
   test = data.load_split(config, 'test', data_dir)
   strategy = strategy or tf.distribute.get_strategy()
   plan = plan_privacy(config, len(train), strategy.num_replicas_in_sync)
-  normalizer = pipeline.Normalizer.fit(train)
+  normalizer = normalizer_for(config, train, plan.private)
   with strategy.scope():
     model = models.build(config.model, tuple(config.input_shape),
                          int(config.num_classes))
-  step = make_step(config, plan, model, strategy)
+  mechanism = None
+  if plan.private:
+    insecure = bool(config.dp.insecure_seeded_randomness)
+    if config.dp.engine == 'tf_privacy' and not insecure:
+      raise ValueError(
+          '--config.dp.engine=tf_privacy draws its noise from TensorFlow\'s '
+          'global seed (set by the training seed), so anyone who knows the '
+          'seed can remove it; it runs only with '
+          '--config.dp.insecure_seeded_randomness=true, as a reference.')
+    mechanism = dp_randomness.make(insecure, int(config.seed))
+    if insecure:
+      logging.warning('--config.dp.insecure_seeded_randomness=true: the '
+                      'Poisson batches and the noise derive from the seed; '
+                      'the run is reproducible and NOT private.')
+  step = make_step(config, plan, model, strategy,
+                   generator=mechanism.noise_generator if mechanism else None)
   if plan.private:
     logging.info('DP-SGD: engine=%s z=%.6g C=%g q=%.5g T=%d chunk=%d '
-                 'replicas=%d', config.dp.engine, plan.noise_multiplier,
-                 plan.clip_norm, plan.sampling_rate, plan.steps,
-                 plan.chunk_size, strategy.num_replicas_in_sync)
+                 'replicas=%d randomness=%s', config.dp.engine,
+                 plan.noise_multiplier, plan.clip_norm, plan.sampling_rate,
+                 plan.steps, plan.chunk_size, strategy.num_replicas_in_sync,
+                 mechanism.mode)
   else:
     logging.info('Non-private training: batch %d', plan.expected_batch_size)
 
   ledger = privacy_ledger.PrivacyLedger()
   progress_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+  wall_var = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+  # The running training loss of the current epoch (non-private runs only),
+  # so that a resumed epoch reports the mean over all its steps.
+  loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+  loss_count = tf.Variable(0, dtype=tf.int64, trainable=False)
   trackables = dict(model=model, optimizer=step.optimizer, ledger=ledger,
-                    steps=progress_var)
-  if hasattr(step, 'generator'):
-    trackables['noise_generator'] = step.generator
+                    steps=progress_var, wall_seconds=wall_var,
+                    epoch_loss_sum=loss_sum, epoch_loss_count=loss_count)
+  if mechanism is not None:
+    trackables['mechanism_randomness'] = mechanism
   checkpoint = tf.train.Checkpoint(**trackables)
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
   history_path = os.path.join(workdir, 'history.json')
   history = []
   if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
+    restored = _restore_newest_readable(checkpoint, manager)
     history = [h for h in _read_json(history_path, [])
                if h['steps'] <= int(progress_var.numpy())]
-    logging.info('Resumed from %s at step %d.', latest, progress_var.numpy())
+    logging.info('Resumed from %s at step %d.', restored, progress_var.numpy())
   steps_done = int(progress_var.numpy())
+  wall_before = float(wall_var.numpy())
   if plan.private:
     projected = privacy_ledger.PrivacyLedger()
     for segment in ledger.segments:
@@ -344,19 +493,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f'{projected.epsilon(plan.delta):.6g} > target '
           f'{plan.epsilon_target:g}.')
 
+  def save() -> None:
+    wall_var.assign(wall_before + time.time() - start)
+    manager.save(checkpoint_number=steps_done)
+
+  weights_finite = tf.function(
+      lambda: _all_finite(model.trainable_variables))
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
   flips = _flip_probs(config)
   metric = primary_metric(config)
-  every = int(config.get('checkpoint_every_steps', 0))
-  stop_after = int(config.get('stop_after_steps', 0))
+  every = int(config.checkpoint_every_steps)
+  stop_after = int(config.stop_after_steps)
+  sampling_key = mechanism.sampling_key() if mechanism else None
   for epoch in range(steps_done // plan.steps_per_epoch, int(config.epochs)):
     if stop_after and steps_done >= stop_after:
       break
     epoch_plan = [(s, c) for s, c in
-                  _epoch_plan(plan, len(train), int(config.seed), epoch)
+                  _epoch_plan(plan, len(train), int(config.seed), epoch,
+                              sampling_key)
                   if s >= steps_done]
     last_chunk_of_step = {s: i for i, (s, _) in enumerate(epoch_plan)}
     num_steps = len(last_chunk_of_step)
+    if steps_done == epoch * plan.steps_per_epoch:
+      loss_sum.assign(0.0)
+      loss_count.assign(0)
     if (plan.private and config.dp.engine == 'tf_privacy' and
         len(epoch_plan) > num_steps):
       raise RuntimeError(
@@ -367,20 +527,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     dataset = pipeline.train_dataset(
         train, epoch_plan, normalizer, int(config.augment.multiplicity), flips,
         int(config.seed))
-    epoch_losses = []
+    chunk_losses = []
     stopped = False
     for i, ((s, _), (x, y, mask)) in enumerate(zip(epoch_plan, dataset)):
-      epoch_losses.append(float(step.accumulate(x, y, mask)))
+      chunk_losses.append(step.accumulate(x, y, mask))
       if last_chunk_of_step[s] != i:
         continue
       step.apply()
+      # A post-processing check of the released (noised) update.
+      if not bool(weights_finite()):
+        raise NonFiniteError(
+            f'Step {steps_done + 1}: the model\'s weights became NaN or '
+            'infinite (likely cause: --config.learning_rate='
+            f'{config.learning_rate} too high or not finite, or non-finite '
+            'input data). Nothing of this step was saved; the workdir can '
+            'be resumed from its last checkpoint with --resume.')
       steps_done += 1
       progress_var.assign(steps_done)
       if plan.private:
         ledger.record(plan.noise_multiplier, plan.sampling_rate)
-      progress.add(1, [('loss', epoch_losses[-1])])
+        # The training loss of private data is not published.
+        progress.add(1)
+      else:
+        step_loss = float(np.mean([float(l) for l in chunk_losses]))
+        loss_sum.assign_add(step_loss)
+        loss_count.assign_add(1)
+        progress.add(1, [('loss', step_loss)])
+      chunk_losses = []
       if every and steps_done % every == 0:
-        manager.save(checkpoint_number=steps_done)
+        save()
       if stop_after and steps_done >= stop_after:
         stopped = steps_done < (epoch + 1) * plan.steps_per_epoch
         break
@@ -390,19 +565,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       progress.update(num_steps, [('epsilon', epsilon),
                                   (f'val_{metric}', val[metric])],
                       finalize=True)
+      entry = {'epoch': epoch + 1, 'validation': val,
+               'epsilon_spent': epsilon, 'steps': steps_done}
       with writer.as_default(step=epoch + 1):
-        tf.summary.scalar('train/loss', float(np.mean(epoch_losses)))
+        if not plan.private:
+          entry['loss'] = float(loss_sum.numpy()) / max(
+              int(loss_count.numpy()), 1)
+          tf.summary.scalar('train/loss', entry['loss'])
         for name, value in val.items():
           tf.summary.scalar(f'validation/{name}', value)
         tf.summary.scalar('privacy/epsilon_spent', epsilon)
-      history.append({'epoch': epoch + 1,
-                      'loss': float(np.mean(epoch_losses)),
-                      'validation': val, 'epsilon_spent': epsilon,
-                      'steps': steps_done})
-    manager.save(checkpoint_number=steps_done)
+      history.append(entry)
+    save()
     write_json_atomic(history_path, history)
 
   finished = steps_done >= plan.steps
+  save_release_model(model, os.path.join(workdir, 'model.keras'))
   results = {
       'dataset': config.dataset,
       'model': config.model.name,
@@ -411,6 +589,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'epsilon_target': plan.epsilon_target,
       'epsilon_spent': ledger.epsilon(plan.delta) if plan.private else math.inf,
       'delta': plan.delta,
+      'randomness': mechanism.mode if mechanism else None,
       'replicas': strategy.num_replicas_in_sync,
       'noise_multiplier': plan.noise_multiplier,
       'clip_norm': plan.clip_norm,
@@ -427,7 +606,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                   if finished else None),
       'validation_metrics': history[-1]['validation'] if history else None,
       'history': history,
-      'wall_seconds': time.time() - start,
+      'wall_seconds': wall_before + time.time() - start,
   }
-  write_json_atomic(os.path.join(workdir, 'results.json'), results)
+  write_json_atomic(results_path, results)
   return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import math
 
 import ml_collections
 
@@ -41,3 +42,70 @@ def load(dataset: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def _number(config: ml_collections.ConfigDict, field: str) -> float:
+  node = config
+  for part in field.split('.'):
+    node = node[part]
+  try:
+    value = float(node)
+  except (TypeError, ValueError):
+    raise ValueError(f'--config.{field} must be a number, got {node!r}.')
+  return value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks a recipe's numeric fields before any data is read.
+
+  Args:
+    config: the recipe, with flags applied.
+
+  Raises:
+    ValueError: naming the first bad field (`--config.<field>`).
+  """
+  def check(field, ok, what):
+    value = _number(config, field)
+    if math.isnan(value) or not ok(value):
+      raise ValueError(f'--config.{field} must be {what}, got {value:g}.')
+
+  positive = lambda v: 0 < v < math.inf
+  integer = lambda v: float(v).is_integer()
+  check('learning_rate', positive, 'positive and finite')
+  check('batch_size', lambda v: v >= 1 and integer(v), 'a positive integer')
+  check('epochs', lambda v: v >= 1 and integer(v), 'a positive integer')
+  check('physical_batch_size', lambda v: v >= 0 and integer(v),
+        'a non-negative integer (0: automatic)')
+  check('eval_batch_size', lambda v: v >= 1 and integer(v),
+        'a positive integer')
+  check('dp.clip_norm', positive, 'positive and finite')
+  for key, value in (config.dp.get('clip_norms', {}) or {}).items():
+    norm = float(value)
+    if not positive(norm):
+      raise ValueError(f'--config.dp.clip_norms[{key}] must be positive and '
+                       f'finite, got {norm:g}.')
+  for i, weight in enumerate(config.get('class_weights', ()) or ()):
+    weight = float(weight)
+    if math.isnan(weight) or not 0 <= weight < math.inf:
+      raise ValueError(f'--config.class_weights[{i}] must be non-negative '
+                       f'and finite, got {weight:g}.')
+  for axis in ('flip_vertical', 'flip_horizontal'):
+    check(f'augment.{axis}', lambda v: 0 <= v <= 1, 'a probability in [0, 1]')
+  check('augment.multiplicity', lambda v: v >= 1 and integer(v),
+        'a positive integer')
+  for field in ('checkpoint_every_steps', 'stop_after_steps'):
+    check(field, lambda v: v >= 0 and integer(v), 'a non-negative integer')
+  norm = config.normalization
+  channels = int(config.input_shape[-1])
+  for name in ('mean', 'std'):
+    values = [float(v) for v in norm[name]]
+    if len(values) not in (1, channels):
+      raise ValueError(
+          f'--config.normalization.{name} needs 1 or {channels} values (one '
+          f'per input channel), got {len(values)}.')
+    for v in values:
+      if not math.isfinite(v) or (name == 'std' and v <= 0):
+        raise ValueError(
+            f'--config.normalization.{name} must be '
+            f'{"positive and " if name == "std" else ""}finite, got '
+            f'{values}.')

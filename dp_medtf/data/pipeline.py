@@ -12,7 +12,7 @@ Example:
 
   >>> split = ArraySplit(np.zeros([10, 8, 8, 1], np.float32),
   ...                    np.zeros([10], np.int32))
-  >>> norm = Normalizer.fit(split)
+  >>> norm = Normalizer.fixed(mean=[0.5], std=[0.25])
   >>> plan = [(0, c) for c in sampling.to_chunks(np.arange(5), 4)]
   >>> ds = train_dataset(split, plan, norm, multiplicity=2, flip_probs={},
   ...                    seed=0)
@@ -35,9 +35,36 @@ from dp_medtf.data.demo import ArraySplit  # pylint: disable=unused-import
 
 @dataclasses.dataclass(frozen=True)
 class Normalizer:
-  """Per-channel standardisation with training-set statistics."""
+  """Per-channel standardisation: (x - mean) / std.
+
+  Private runs use fixed constants from the recipe (`Normalizer.fixed`);
+  `Normalizer.fit` measures them on a split, which only a non-private run may
+  do on its training data.
+  """
   mean: np.ndarray
   std: np.ndarray
+
+  @classmethod
+  def fixed(cls, mean, std) -> 'Normalizer':
+    """Constants given per channel (or one value for every channel).
+
+    Raises:
+      ValueError: for a non-finite mean, a std that is not positive, or
+        mean and std of different lengths.
+    """
+    mean = np.atleast_1d(np.asarray(mean, np.float32))
+    std = np.atleast_1d(np.asarray(std, np.float32))
+    if mean.shape != std.shape or mean.ndim != 1:
+      raise ValueError(f'normalization.mean {mean.tolist()} and '
+                       f'normalization.std {std.tolist()} must be two lists '
+                       'of the same length (one value per channel).')
+    if not np.all(np.isfinite(mean)):
+      raise ValueError(f'normalization.mean must be finite, got '
+                       f'{mean.tolist()}.')
+    if not np.all(np.isfinite(std) & (std > 0)):
+      raise ValueError(f'normalization.std must be positive and finite, got '
+                       f'{std.tolist()}.')
+    return cls(mean, std)
 
   @classmethod
   def fit(cls, split, max_examples: int = 4096, seed: int = 0,

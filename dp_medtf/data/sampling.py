@@ -9,7 +9,7 @@ all accumulated before the one noise draw of that step.
 
 Example:
 
-  >>> sampler = PoissonSampler(num_examples=1000, sampling_rate=0.1, seed=0)
+  >>> sampler = PoissonSampler(num_examples=1000, sampling_rate=0.1, key=0)
   >>> chunks = to_chunks(sampler.step_indices(0), chunk_size=128)
   >>> chunks[0].indices.shape, int(chunks[0].mask.sum()) == len(sampler.step_indices(0))
   ((128,), True)
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -69,24 +70,34 @@ def poisson_bound(num_examples: int, sampling_rate: float, steps: int,
 
 
 class PoissonSampler:
-  """Poisson sampling, deterministic per (seed, step).
+  """Poisson sampling, deterministic per (key, step).
 
-  Each step's batch depends only on the seed and the step number, so a
-  resumed run draws exactly the batches an uninterrupted run would.
+  Each step's batch depends only on the key and the step number, so a
+  resumed run (which restores the key from its checkpoint) draws exactly the
+  batches an uninterrupted run would. For DP training the key must be secret
+  (dp_medtf.privacy.randomness): whoever knows it knows every batch.
+
+  Args:
+    num_examples: N.
+    sampling_rate: q.
+    key: an int, or a sequence of non-negative ints (e.g. 256 bits of OS
+      entropy as four 64-bit words).
   """
 
-  def __init__(self, num_examples: int, sampling_rate: float, seed: int):
+  def __init__(self, num_examples: int, sampling_rate: float,
+               key: int | Sequence[int]):
     if num_examples < 1:
       raise ValueError(f'num_examples must be positive, got {num_examples}.')
     if not 0.0 < sampling_rate <= 1.0:
       raise ValueError(f'sampling_rate must lie in (0, 1], got {sampling_rate}.')
     self.num_examples = num_examples
     self.sampling_rate = sampling_rate
-    self.seed = seed
+    self.key = ([int(key)] if np.isscalar(key) else
+                [int(k) for k in key])
 
   def step_indices(self, step: int) -> np.ndarray:
     """The indices of the examples that join step `step`."""
-    rng = np.random.default_rng([self.seed, step, 0x9D15])
+    rng = np.random.default_rng([*self.key, step, 0x9D15])
     return np.flatnonzero(rng.random(self.num_examples) < self.sampling_rate)
 
 

@@ -15,7 +15,7 @@ Example:
   >>> model.build([None, 3])
   >>> step = DPStep(model, classification_loss, tf.keras.optimizers.Adam(),
   ...               clip_norm=1.0, noise_multiplier=1.0,
-  ...               expected_batch_size=4, seed=0)
+  ...               expected_batch_size=4)
   >>> loss = step.accumulate(tf.ones([4, 1, 3]), tf.constant([0, 1, 0, 1]),
   ...                        tf.ones([4]))
   >>> step.apply()
@@ -29,7 +29,9 @@ import tensorflow as tf
 from dp_medtf import losses
 from dp_medtf.privacy import clipping
 from dp_medtf.privacy import ghost
+from dp_medtf.privacy import layer_checks
 from dp_medtf.privacy import noise
+from dp_medtf.privacy import randomness
 
 # Per-example clipping engines, each (model, example_loss, x, y, mask, C) ->
 # (summed clipped gradients, norms [B], losses [B]):
@@ -80,14 +82,18 @@ class DPStep:
     clip_norm: C.
     noise_multiplier: z; the noise std on the summed gradient is z * C.
     expected_batch_size: B = q N, the divisor of the noised sum.
-    seed: seeds the noise generator (its state is checkpointed).
+    seed: None (the default): the noise comes from secret OS entropy; an int
+      seeds it (reproducible, not private). Ignored when `generator` is given.
+    generator: the noise generator to use (e.g. a MechanismRandomness's); its
+      state belongs in the checkpoint, as `self.generator`.
     engine: the per-example clipping engine; one of ENGINES.
     jit_compile: compile the steps with XLA.
   """
 
   def __init__(self, model: tf.keras.Model, loss_fn, optimizer, *,
                clip_norm: float, noise_multiplier: float,
-               expected_batch_size: float, seed: int,
+               expected_batch_size: float, seed: int | None = None,
+               generator: tf.random.Generator | None = None,
                engine: str = 'vectorized', jit_compile: bool = False):
     if engine not in ENGINES:
       raise ValueError(f'Unknown engine {engine!r}; choose one of {ENGINES}.')
@@ -96,6 +102,7 @@ class DPStep:
     if noise_multiplier < 0:
       raise ValueError(
           f'noise_multiplier must be non-negative, got {noise_multiplier}.')
+    layer_checks.check_model(model, engine)
     self.model = model
     self.loss_fn = loss_fn
     self.optimizer = optimizer
@@ -106,7 +113,8 @@ class DPStep:
     self._clipped_sum = _CLIPPED_SUM[engine]
     logging.info('DP-SGD per-example clipping engine: %s', engine)
     self.jit_compile = jit_compile
-    self.generator = tf.random.Generator.from_seed(seed)
+    self.generator = (generator if generator is not None else
+                      randomness.MechanismRandomness(seed).noise_generator)
     self.accumulators = _zeros_like_vars(model.trainable_variables)
     self.accumulate = tf.function(self._accumulate, jit_compile=jit_compile)
     self.apply = tf.function(self._apply, jit_compile=jit_compile)

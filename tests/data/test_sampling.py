@@ -10,7 +10,7 @@ from dp_medtf.data import sampling
 
 def test_poisson_rate_and_independence():
   n, q, steps = 2000, 0.05, 400
-  sampler = sampling.PoissonSampler(n, q, seed=1)
+  sampler = sampling.PoissonSampler(n, q, key=1)
   sizes = np.array([len(sampler.step_indices(s)) for s in range(steps)])
   # Batch sizes are Binomial(n, q): mean nq, variance nq(1-q).
   mean_se = math.sqrt(n * q * (1 - q) / steps)
@@ -27,8 +27,8 @@ def test_poisson_rate_and_independence():
 
 
 def test_sampler_is_deterministic_per_seed_and_step():
-  a = sampling.PoissonSampler(500, 0.1, seed=3)
-  b = sampling.PoissonSampler(500, 0.1, seed=3)
+  a = sampling.PoissonSampler(500, 0.1, key=3)
+  b = sampling.PoissonSampler(500, 0.1, key=3)
   np.testing.assert_array_equal(a.step_indices(17), b.step_indices(17))
   assert not np.array_equal(a.step_indices(17), a.step_indices(18))
   assert not np.array_equal(
@@ -50,7 +50,7 @@ def test_poisson_bound_holds_the_batches():
   n, q, steps = 2400, 256 / 2400, 108
   bound = sampling.poisson_bound(n, q, steps)
   assert 256 < bound < 256 + 6 * math.sqrt(256)
-  sampler = sampling.PoissonSampler(n, q, seed=0)
+  sampler = sampling.PoissonSampler(n, q, key=0)
   assert max(len(sampler.step_indices(s)) for s in range(steps)) <= bound
 
 
@@ -63,4 +63,4 @@ def test_shuffled_batches_cover_the_epoch():
 @pytest.mark.parametrize('n,q', [(0, 0.1), (10, 0.0), (10, 1.5)])
 def test_bad_sampler_arguments(n, q):
   with pytest.raises(ValueError):
-    sampling.PoissonSampler(n, q, seed=0)
+    sampling.PoissonSampler(n, q, key=0)
