@@ -3,6 +3,8 @@
 import math
 
 import dp_accounting
+import mpmath
+import numpy as np
 import pytest
 from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib
 
@@ -11,6 +13,7 @@ from dp_medtf.privacy import accounting
 DELTA = 8e-7
 # (q, T): HAM10000-like, a single full-batch step, MSD-Liver-like.
 SETTINGS = [(2048 / 8112, 300), (1.0, 1), (1 / 106, 53_000)]
+INTEGER_ORDERS = [int(a) for a in accounting.ORDERS if a == int(a)]
 
 
 @pytest.mark.parametrize('q,steps', SETTINGS)
@@ -101,3 +104,104 @@ def test_impossible_inputs_name_the_argument(kwargs, name):
 def test_unreachably_small_epsilon_is_an_error():
   with pytest.raises(ValueError, match='epsilon=1e-06'):
     accounting.calibrate_noise_multiplier(1e-6, DELTA, 1.0, 10_000)
+
+
+# Healthy settings, several with a fractional optimal order (large epsilon).
+@pytest.mark.parametrize('z,q,steps,delta', [
+    (0.5, 0.25, 300, 8e-7), (0.3, 0.01, 20, 1e-5), (2.0, 0.5, 1000, 8e-7),
+    (1e-3, 0.1, 10, 8e-7), (0.8, 1.0, 50, 1e-5), (14.8, 4e-4, 72_969, 8.6e-5),
+    (1.1, 1 / 8112, 811_200, 8e-7)])
+def test_spent_epsilon_is_dp_accountings_default_orders(z, q, steps, delta):
+  accountant = dp_accounting.rdp.RdpAccountant()
+  accountant.compose(accounting.dp_event(z, q, steps))
+  assert accounting.spent_epsilon(z, delta, q, steps) == pytest.approx(
+      accountant.get_epsilon(delta), rel=1e-9)
+
+
+def _mp_epsilon(z, q, steps, delta, orders):
+  """Integer-order RDP of the sampled Gaussian as the plain binomial sum
+  (Mironov et al. 2019, Sec. 3.3) in 50-digit arithmetic, then the
+  conversion dp-accounting uses."""
+  with mpmath.workdps(50):
+    z, q, delta = mpmath.mpf(z), mpmath.mpf(q), mpmath.mpf(delta)
+    best = mpmath.inf
+    for a in orders:
+      total = mpmath.fsum(
+          mpmath.binomial(a, k) * (1 - q)**(a - k) * q**k
+          * mpmath.exp((k * k - k) / (2 * z * z)) for k in range(a + 1))
+      r = steps * mpmath.log(total) / (a - 1)
+      if delta**2 + mpmath.expm1(-r) > 0:
+        return 0.0
+      best = min(best, r + mpmath.log1p(-mpmath.mpf(1) / a)
+                 - mpmath.log(delta * a) / (a - 1))
+    return float(best)
+
+
+# Tiny q and large z: per-step RDP below ~1e-13, where dp-accounting's sums
+# around 1 lose every digit (zero or negative RDP: epsilon 0, or an error).
+BROKEN = [(1e3, 1 / 8112, 811_200), (30.0, 1 / 1_080_000, 54_000_000),
+          (1e3, 1 / 1_080_000, 54_000_000), (3e3, 1 / 2e6, 10**8)]
+
+
+@pytest.mark.parametrize('z,q,steps', BROKEN)
+def test_dp_accounting_alone_fails_at_tiny_rdp(z, q, steps):
+  accountant = dp_accounting.rdp.RdpAccountant()
+  accountant.compose(accounting.dp_event(z, q, steps))
+  assert np.min(accountant.rdp) <= 0.0
+  try:
+    assert accountant.get_epsilon(DELTA) == 0.0
+  except ValueError as error:
+    assert 'negative' in str(error)
+
+
+@pytest.mark.parametrize('z,q,steps', BROKEN)
+def test_spent_epsilon_at_tiny_rdp_matches_exact_arithmetic(z, q, steps):
+  expected = _mp_epsilon(z, q, steps, DELTA, INTEGER_ORDERS)
+  assert expected > 0  # The true spend: small, but not zero.
+  # No fractional order gets below the integer ones here (its conversion
+  # term alone exceeds them), so the integer orders give the exact answer.
+  assert accounting.spent_epsilon(z, DELTA, q, steps) == pytest.approx(
+      expected, rel=1e-9)
+
+
+@pytest.mark.parametrize('z,q,steps', [(1e3, 1 / 8112, 811_200),
+                                       (0.7, 1e-3, 5000), (0.05, 0.02, 100)])
+def test_integer_orders_match_exact_arithmetic(z, q, steps):
+  ours = dict(zip(INTEGER_ORDERS, accounting.integer_order_rdp(z, q, steps)))
+  with mpmath.workdps(50):
+    mp_q, mp_z = mpmath.mpf(q), mpmath.mpf(z)
+    for a in [2, 3, 10, 63, 1024]:
+      a_alpha = mpmath.fsum(
+          mpmath.binomial(a, k) * (1 - mp_q)**(a - k) * mp_q**k
+          * mpmath.exp((k * k - k) / (2 * mp_z**2)) for k in range(a + 1))
+      expected = steps * mpmath.log(a_alpha) / (a - 1)
+      assert ours[a] == pytest.approx(float(expected), rel=1e-10)
+
+
+@pytest.mark.parametrize('bogus', [-1e-9, 0.0, 1e30, None])
+def test_unconfirmed_fractional_orders_only_raise_the_spend(monkeypatch,
+                                                            bogus):
+  z, q, steps = 0.5, 0.25, 300  # The optimal order is fractional here.
+  healthy = accounting.spent_epsilon(z, DELTA, q, steps)
+  integer_only = dp_accounting.rdp.compute_epsilon(
+      INTEGER_ORDERS, accounting.integer_order_rdp(z, q, steps), DELTA)[0]
+  assert healthy < integer_only
+  # dp-accounting's fractional-order values replaced by nonsense, or failing.
+  monkeypatch.setattr(
+      accounting, '_fractional_rdp',
+      lambda z, q, steps, orders: None if bogus is None else np.full(
+          len(orders), bogus))
+  assert healthy <= accounting.spent_epsilon(z, DELTA, q, steps) <= (
+      integer_only)
+
+
+def test_smallest_reachable_epsilon():
+  floor = accounting.smallest_reachable_epsilon(DELTA)
+  # Order 1024 with zero RDP: log1p(-1/1024) - log(delta * 1024) / 1023.
+  assert floor == pytest.approx(
+      math.log1p(-1 / 1024) - math.log(DELTA * 1024) / 1023, rel=1e-12)
+  with pytest.raises(ValueError, match=f'epsilon={0.99 * floor:g} is unr'):
+    accounting.calibrate_noise_multiplier(0.99 * floor, DELTA, 0.01, 1000)
+  z = accounting.calibrate_noise_multiplier(1.1 * floor, DELTA, 0.01, 1000)
+  assert 1.1 * floor * (1 - 1e-3) <= accounting.spent_epsilon(
+      z, DELTA, 0.01, 1000) <= 1.1 * floor
