@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -35,19 +36,24 @@ def _weights(workdir):
   return [reader.get_tensor(n) for n in names]
 
 
+SEEDED = '--config.dp.insecure_seeded_randomness=true'
+
+
 def test_resumed_run_equals_uninterrupted(tmp_path):
+  # Two separate runs share their batches and noise only when both are
+  # seeded (not private); see the secret-randomness test below.
   whole, parts = tmp_path / 'whole', tmp_path / 'parts'
-  proc = _train(whole)
+  proc = _train(whole, SEEDED)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  proc = _train(parts, '--config.stop_after_steps=13',
+  proc = _train(parts, SEEDED, '--config.stop_after_steps=13',
                 '--config.checkpoint_every_steps=4')
   assert proc.returncode == 0, proc.stderr[-3000:]
   interrupted = _results(parts)
   assert interrupted['status'] == 'interrupted' and interrupted['steps'] == 13
   # Without --resume, an existing run is never overwritten.
-  proc = _train(parts)
+  proc = _train(parts, SEEDED)
   assert proc.returncode != 0 and '--resume' in proc.stderr
-  proc = _train(parts, '--resume')
+  proc = _train(parts, SEEDED, '--resume')
   assert proc.returncode == 0, proc.stderr[-3000:]
 
   a, b = _results(whole), _results(parts)
@@ -59,6 +65,71 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
   for wa, wb in zip(_weights(whole), _weights(parts)):
     np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
   assert [h['steps'] for h in b['history']] == [9, 18]
+  assert a['randomness'] == b['randomness'] == 'seeded (not private)'
+
+
+def _checkpoint_files(workdir, step):
+  folder = os.path.join(workdir, 'checkpoints')
+  return [os.path.join(folder, n) for n in os.listdir(folder)
+          if n.startswith(f'ckpt-{step}.')]
+
+
+def test_secret_run_resumes_exactly_even_from_a_damaged_checkpoint(tmp_path):
+  first = tmp_path / 'first'
+  # --resume on an empty workdir starts a new run and says so.
+  proc = _train(first, '--resume', '--config.stop_after_steps=13',
+                '--config.checkpoint_every_steps=4')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'starting a new run' in proc.stdout
+  assert _results(first)['randomness'] == 'secret'
+  second, damaged = tmp_path / 'second', tmp_path / 'damaged'
+  shutil.copytree(first, second)
+  shutil.copytree(first, damaged)
+  # The newest checkpoint (step 13) loses its data: resume falls back to the
+  # one of step 12 and replays step 13 with the same secret state.
+  data_file = next(f for f in _checkpoint_files(damaged, 13)
+                   if '.data-' in f)
+  with open(data_file, 'r+b') as f:
+    f.truncate(os.path.getsize(data_file) // 2)
+  runs = {}
+  for workdir in (first, second, damaged):
+    proc = _train(workdir, '--resume')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs[workdir] = _results(workdir)
+  assert 'resuming from' in _last_lines(proc.stdout)
+  a, b, c = runs[first], runs[second], runs[damaged]
+  # The secret state lives in the checkpoint: every continuation draws the
+  # same batches and noise, and no step is counted twice.
+  assert a['privacy_ledger'] == b['privacy_ledger'] == c['privacy_ledger'] == [
+      {'noise_multiplier': a['noise_multiplier'],
+       'sampling_rate': a['sampling_rate'], 'steps': 18}]
+  assert a['epsilon_spent'] == c['epsilon_spent'] <= 8.0
+  for wa, wb, wc in zip(_weights(first), _weights(second), _weights(damaged)):
+    np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(wa, wc, rtol=1e-5, atol=1e-6)
+  # Resuming a finished run changes nothing it wrote.
+  before = (first / 'results.json').read_text()
+  proc = _train(first, '--resume')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'nothing to resume' in proc.stdout
+  assert (first / 'results.json').read_text() == before
+
+
+def _last_lines(text, count=40):
+  return '\n'.join(text.splitlines()[-count:])
+
+
+def test_non_finite_weights_stop_the_run_and_leave_it_resumable(tmp_path):
+  proc = _train(tmp_path, '--config.learning_rate=1e37',
+                '--config.checkpoint_every_steps=1')
+  assert proc.returncode != 0
+  assert 'NaN or infinite' in proc.stderr and 'learning_rate' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]
+  proc = _train(tmp_path, '--resume', '--config.learning_rate=2e-3')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = _results(tmp_path)
+  assert results['status'] == 'finished' and results['steps'] == 18
 
 
 def test_a_run_that_would_overspend_stops(tmp_path):

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
+
+import dp_medtf.models  # pylint: disable=unused-import  (custom objects)
 
 from dp_medtf import recipes
 
@@ -27,12 +31,43 @@ def _results(workdir):
     return json.load(f)
 
 
+def _event_tags(logdir):
+  tags = set()
+  for root, _, names in os.walk(logdir):
+    for name in names:
+      for event in tf.compat.v1.train.summary_iterator(
+          os.path.join(root, name)):
+        tags.update(v.tag for v in event.summary.value)
+  return tags
+
+
 def test_short_dp_run_writes_complete_outputs(tmp_path):
   proc = _train('--dataset=demo', '--epsilon=8', f'--workdir={tmp_path}',
                 '--config.epochs=1')
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = _results(tmp_path)
   assert RESULT_KEYS <= set(results)
+  assert results['randomness'] == 'secret'
+  # A private run publishes held-out metrics, epsilon and the ledger only:
+  # no statistic of the training data (such as its loss) anywhere.
+  with open(tmp_path / 'history.json') as f:
+    history = json.load(f)
+  assert history and all('loss' not in h for h in history)
+  assert all('loss' not in h for h in results['history'])
+  tags = _event_tags(tmp_path / 'tensorboard')
+  assert 'privacy/epsilon_spent' in tags and 'validation/mcc' in tags
+  assert not any('loss' in t for t in tags), tags
+  assert 'loss' not in proc.stdout + proc.stderr
+  # The secret sampling key lives in the checkpoint only.
+  reader = tf.train.load_checkpoint(str(tmp_path / 'checkpoints'))
+  key_name = next(n for n in reader.get_variable_to_shape_map()
+                  if 'sampling_key' in n)
+  key = reader.get_tensor(key_name)
+  assert key.shape == (4,)
+  published = proc.stdout + proc.stderr + json.dumps(results) + json.dumps(
+      history)
+  for word in key.tolist() + key.view(np.uint64).tolist():
+    assert str(word) not in published
   assert results['epsilon_target'] == 8.0
   assert 7.9 <= results['epsilon_spent'] <= 8.0
   assert results['steps'] == 9 and results['epochs'] == 1
@@ -42,7 +77,8 @@ def test_short_dp_run_writes_complete_outputs(tmp_path):
   assert -1 <= results['metrics']['mcc'] <= 1
   assert os.listdir(tmp_path / 'checkpoints')
   assert os.listdir(tmp_path / 'tensorboard')
-  assert 'loss' in proc.stdout  # Keras's progress bar.
+  release = tf.keras.models.load_model(tmp_path / 'model.keras')
+  assert len(release.weights) > 0
 
 
 def test_non_private_demo_learns(tmp_path):
@@ -53,7 +89,11 @@ def test_non_private_demo_learns(tmp_path):
   assert results['epsilon_target'] == 'inf'
   assert results['noise_multiplier'] == 0.0
   assert results['engine'] == 'non_private'
+  assert results['randomness'] is None
   assert results['metrics']['mcc'] >= 0.5
+  # The non-private baseline may report its training loss.
+  assert all(h['loss'] > 0 for h in results['history'])
+  assert 'loss' in proc.stdout
 
 
 @pytest.mark.slow
@@ -73,6 +113,15 @@ def test_dp_demo_at_epsilon_8_learns(tmp_path):
     (['--dataset=ham10000'], '--data_dir'),
     (['--dataset=ham10000', '--data_dir=/nonexistent/ham'], '--data_dir'),
     (['--dataset=ham10000', '--data_dir=/'], 'ham10000'),
+    (['--config.learning_rate=nan'], '--config.learning_rate'),
+    (['--config.dp.clip_norm=0'], '--config.dp.clip_norm'),
+    (['--config.augment.flip_vertical=1.5'], '--config.augment.flip_vertical'),
+    (['--config.normalization.std=(0.1,0.0,0.1)'],
+     '--config.normalization.std'),
+    (['--config.normalization.fit_on_data=true'],
+     '--config.normalization.fit_on_data'),
+    (['--config.dp.engine=tf_privacy'],
+     '--config.dp.insecure_seeded_randomness'),
 ])
 def test_bad_flags_exit_non_zero_naming_the_flag(flags, named, tmp_path):
   proc = _train(*flags, f'--workdir={tmp_path}', timeout=120)

@@ -44,8 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 1
   config.augment = ml_collections.ConfigDict(
       dict(flip_vertical=0.0, flip_horizontal=0.0, multiplicity=1))
-  # Fixed standardisation of the windowed volume, as published with the
-  # authors' code; never measured on the private training split.
+  # Fixed standardisation, as published with the authors' code: HU clipped
+  # to hu_range, then (HU + 81.91) / 8.736. The reader maps the window to
+  # [0, 1], so in its units mean = (-81.91 + 150) / 350, std = 8.736 / 350.
+  # Never measured on the private training split.
   # fit_on_data=True (non-private runs only) measures it instead.
   config.normalization = ml_collections.ConfigDict(dict(
       mean=(0.19454,), std=(0.02496,), fit_on_data=False))

@@ -12,11 +12,12 @@ unique label strings of all splits, so their number comes from the data (165
 on the full set).
 
 Images are resized (short side) and centre-cropped to
-config.data.image_size. With config.data.normalize_by_modality, each
-modality is first standardised with its own training-set statistics and
-mapped back to the global ones, so that CT, MR and ultrasound share one
-intensity scale before the pipeline's global normalisation. A split that
-fits in config.data.cache_bytes is decoded once into memory.
+config.data.image_size, in [0, 1]. With config.data.normalize_by_modality,
+each modality is first standardised with the fixed (mean, std) of
+config.data.modality_stats (constants, never statistics of the private
+training split), before the pipeline's global normalisation, as in the paper
+authors' DP recipe. A split that fits in config.data.cache_bytes is decoded
+once into memory.
 
 Example:
 
@@ -254,46 +255,26 @@ def _resize_crop(size: int):
   return preprocess
 
 
-@functools.lru_cache(maxsize=4)
-def _modality_affine(data_dir: str, data_config, size: int
+def _modality_affine(modalities: tuple[str, ...], data_config
                      ) -> tuple[np.ndarray, np.ndarray]:
-  """Per-modality (scale, shift) mapping each modality's training mean and
-  std onto the training set's global mean and std."""
-  data = dict(data_config)
-  index = _read_index(data_dir, data_config)
-  train = index.splits['train']
-  count = int(data.get('modality_stats_examples', 1000))
-  rng = np.random.default_rng([int(data.get('split_seed', 0)), 0x4D0D])
-  split = files.ImageFileSplit(train.paths, train.labels, 1,
-                               _resize_crop(size))
-  num = len(index.modalities)
-  mean, var, share = np.zeros(num), np.ones(num), np.zeros(num)
-  for m in range(num):
-    members = np.flatnonzero(train.modalities == m)
-    share[m] = len(members) / len(train)
-    if not len(members):
-      continue
-    chosen = np.sort(rng.choice(members, min(count, len(members)),
-                                replace=False))
-    ds = tf.data.Dataset.from_tensor_slices(chosen).map(
-        lambda i: split.load_example(i)[0],
-        num_parallel_calls=tf.data.AUTOTUNE).batch(64)
-    total = total_sq = pixels = 0.0
-    for x in ds:
-      x = tf.cast(x, tf.float64)
-      total += float(tf.reduce_sum(x))
-      total_sq += float(tf.reduce_sum(tf.square(x)))
-      pixels += float(tf.size(x))
-    mean[m] = total / pixels
-    var[m] = max(total_sq / pixels - mean[m] ** 2, 1e-12)
-  global_mean = float(np.sum(share * mean))
-  global_std = float(np.sqrt(max(
-      np.sum(share * (var + mean ** 2)) - global_mean ** 2, 1e-12)))
-  scale = global_std / np.sqrt(var)
-  shift = global_mean - mean * scale
-  logging.info('RadImageNet per-modality mean/std %s: %s / %s',
-               index.modalities, np.round(mean, 4), np.round(np.sqrt(var), 4))
-  return scale.astype(np.float32), shift.astype(np.float32)
+  """Per-modality (scale, shift) = (1 / std, -mean / std) of the recipe's
+  fixed `modality_stats` (never measured on the private training split).
+
+  Raises:
+    files.DataError: naming the field, for a modality it does not list.
+  """
+  stats = dict(dict(data_config)['modality_stats'])
+  missing = [m for m in modalities if m not in stats]
+  if missing:
+    raise files.DataError(
+        f'{_WHERE}: the data hold modality {missing[0]} but '
+        f'--config.data.modality_stats lists only {sorted(stats)}.')
+  mean = np.array([float(stats[m][0]) for m in modalities])
+  std = np.array([float(stats[m][1]) for m in modalities])
+  if not np.all(np.isfinite(mean)) or not np.all((std > 0) & np.isfinite(std)):
+    raise files.DataError('--config.data.modality_stats needs finite means '
+                          'and positive stds.')
+  return (1 / std).astype(np.float32), (-mean / std).astype(np.float32)
 
 
 def _normalized_by_modality(size: int, modalities: np.ndarray,
@@ -343,7 +324,8 @@ def load_split(config: ml_collections.ConfigDict, split: str,
                     'config.num_classes=%d.', num, config.num_classes)
   records = index.splits[split]
   if config.data.get('normalize_by_modality', True):
-    scale, shift = _modality_affine(data_dir, files.freeze(config.data), size)
+    scale, shift = _modality_affine(index.modalities,
+                                    files.freeze(config.data))
     with tf.init_scope():
       preprocess = _normalized_by_modality(
           size, tf.constant(records.modalities), tf.constant(scale),
