@@ -268,6 +268,35 @@ def spent_epsilon(noise_multiplier: float, delta: float, sampling_rate: float,
   return min(best, float(np.min(_order_epsilons(orders, r_frac, delta))))
 
 
+def composed_epsilon(segments, delta: float) -> float:
+  """Epsilon of several DP-SGD segments run one after the other.
+
+  One segment: exactly spent_epsilon. Several: their RDP adds order by order
+  over the integer orders (fractional orders are left out, which can only
+  raise the result).
+
+  Args:
+    segments: (noise_multiplier, sampling_rate, steps) triples.
+    delta: target delta.
+
+  Returns:
+    epsilon at `delta`; 0.0 for no steps.
+  """
+  segments = [(float(z), float(q), int(t)) for z, q, t in segments if t]
+  if not segments:
+    return 0.0
+  if len(segments) == 1:
+    return spent_epsilon(segments[0][0], delta, segments[0][1],
+                         segments[0][2])
+  validate(delta=delta)
+  total = np.zeros(len(_INT_ORDERS))
+  for z, q, t in segments:
+    validate(noise_multiplier=z, sampling_rate=q, steps=t)
+    total = total + integer_order_rdp(z, q, t)
+  return float(np.min(_order_epsilons(_INT_ORDERS.astype(float), total,
+                                      delta)))
+
+
 def _log_ratio(epsilon: float, target: float) -> float:
   """log(epsilon / target), finite: +-1e3 for an infinite or zero epsilon."""
   if epsilon == 0.0:

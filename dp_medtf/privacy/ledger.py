@@ -21,7 +21,6 @@ import dataclasses
 import json
 
 import dp_accounting
-from dp_accounting import rdp
 import tensorflow as tf
 
 from dp_medtf.privacy import accounting
@@ -77,13 +76,15 @@ class PrivacyLedger(tf.Module):
         for s in self.segments])
 
   def epsilon(self, delta: float) -> float:
-    """Epsilon spent by everything recorded, by the RDP accountant."""
+    """Epsilon spent by everything recorded, by the RDP accountant.
+
+    The same computation as the calibration (accounting.composed_epsilon),
+    numerically sound at tiny sampling rates and huge step counts.
+    """
     accounting.validate(delta=delta)
-    if not self.segments:
-      return 0.0
-    accountant = rdp.RdpAccountant()
-    accountant.compose(self.dp_event())
-    return float(accountant.get_epsilon(delta))
+    return accounting.composed_epsilon(
+        [(s.noise_multiplier, s.sampling_rate, s.steps)
+         for s in self.segments], delta)
 
   def to_dict(self) -> list[dict[str, float]]:
     """The segments as plain dicts (for results.json)."""

@@ -9,6 +9,7 @@ import pytest
 from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib
 
 from dp_medtf.privacy import accounting
+from dp_medtf.privacy import ledger as privacy_ledger
 
 DELTA = 8e-7
 # (q, T): HAM10000-like, a single full-batch step, MSD-Liver-like.
@@ -205,3 +206,26 @@ def test_smallest_reachable_epsilon():
   z = accounting.calibrate_noise_multiplier(1.1 * floor, DELTA, 0.01, 1000)
   assert 1.1 * floor * (1 - 1e-3) <= accounting.spent_epsilon(
       z, DELTA, 0.01, 1000) <= 1.1 * floor
+
+
+def test_ledger_epsilon_is_sound_where_dp_accounting_underflows():
+  # At q = 1/1.08e6, T = 5.4e7 (RadImageNet, batch 1, 50 epochs) and z = 30,
+  # dp-accounting's RdpAccountant rounds the RDP to 0 and reports epsilon 0.
+  ledger = privacy_ledger.PrivacyLedger()
+  ledger.record(30.0, 1 / 1.08e6, 54_000_000)
+  expected = accounting.spent_epsilon(30.0, 8e-7, 1 / 1.08e6, 54_000_000)
+  assert expected > 0
+  assert ledger.epsilon(8e-7) == expected
+
+
+@pytest.mark.parametrize('z1,z2', [(1.0, 1.0), (0.8, 2.0)])
+def test_ledger_composes_like_dp_accounting_where_it_is_sound(z1, z2):
+  ledger = privacy_ledger.PrivacyLedger()
+  ledger.record(z1, 0.01, 300)
+  ledger.record(z2, 0.02, 200)
+  integer_orders = [float(a) for a in accounting.ORDERS if a == int(a)]
+  reference = dp_accounting.rdp.RdpAccountant(orders=integer_orders)
+  reference.compose(accounting.dp_event(z1, 0.01, 300))
+  reference.compose(accounting.dp_event(z2, 0.02, 200))
+  assert ledger.epsilon(1e-5) == pytest.approx(reference.get_epsilon(1e-5),
+                                               rel=1e-6)
