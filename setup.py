@@ -31,6 +31,6 @@ setuptools.setup(
         'pillow>=10.0',
     ],
     extras_require={
-        'test': ['pytest>=7.4', 'pydicom==3.0.2'],
+        'test': ['pytest>=7.4', 'pydicom==3.0.2', 'mpmath>=1.3'],
     },
 )
