@@ -8,7 +8,8 @@ the shape changes). Depth d = 6n + 4 gives three groups of n blocks with
 3x3 stem conv with 16 channels; then norm -> activation -> global average
 pooling -> dense. The norm defaults to GroupNorm (min(32, C) groups), so that
 every example's output depends on that example alone, as per-example
-clipping needs; 'batch' is there for non-private baselines only.
+clipping needs; 'batch' is there for non-private baselines only (the DP step
+refuses it: layer_checks).
 
 Example:
 
@@ -68,7 +69,9 @@ def build(input_shape: tuple[int, ...], num_classes: int, depth: int = 40,
     num_classes: number of output logits.
     depth: 6n + 4 (40 in the paper).
     widen_factor: k (4 in the paper).
-    norm: one of NORMS; 'group' (default) and 'layer' suit DP training.
+    norm: one of NORMS; 'group' (default) and 'layer' suit DP training;
+      'batch' (BatchNormalization) trains only without privacy: DPStep
+      refuses it, naming the first BatchNormalization layer.
     activation: a Keras activation name ('relu'; 'mish' as in ResNet-9).
     dropout: dropout rate inside blocks.
     stem_stride: stride of the stem conv; 2 or 4 cut the cost of large

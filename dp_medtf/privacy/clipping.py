@@ -56,7 +56,7 @@ def vectorized_clipped_sum(model: tf.keras.Model, loss_fn: ExampleLoss,
 
   Args:
     model: a Keras model whose per-example outputs do not depend on other
-      examples of the batch (no BatchNorm).
+      examples of the batch (no BatchNorm; layer_checks.check_model).
     loss_fn: the loss of one example's K views.
     x: inputs [B, K, ...] (K augmented views of each example).
     y: labels [B, ...], shared by an example's views.

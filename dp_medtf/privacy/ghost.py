@@ -15,7 +15,9 @@ sum_i min(1, C / ||g_i||) g_i is then formed in one of two ways:
     weighted sum for explicit ones. It skips the second backward pass.
 
 Both need every example's output to depend on its own input only (no
-BatchNorm) and a functional or Sequential Keras model.
+BatchNorm), each trainable variable used by one layer call, and a functional
+or Sequential Keras model; layer_checks.check_model verifies this when a DP
+step is built.
 
 Example:
 

@@ -276,7 +276,9 @@ def _kernel_gradient(layer, x: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
 
 def conv_rule(layer, args, kwargs, tape, num_microbatches=None, *,
               mode: str = 'mixed'):
-  """Rule for Conv1D/2D/3D and their transposes (channels_last, groups 1).
+  """Rule for Conv1D/2D/3D and their transposes (channels_last).
+
+  Grouped convolutions take the per-example loop (per_example_loop_rule).
 
   For a convolution the kernel gradient of example i is P_i^T G_i, with P_i
   the unfolded patches of its input on the output grid. A transposed
@@ -285,8 +287,12 @@ def conv_rule(layer, args, kwargs, tape, num_microbatches=None, *,
   """
   _check_channels_last(layer)
   if getattr(layer, 'groups', 1) != 1:
-    raise ValueError(f'Layer {layer.name}: grouped convolutions are not '
-                     'supported.')
+    # The patches' grams would need one block per group; the per-example
+    # loop is exact for any grouping.
+    logging.warning('Layer %s (%s) is a grouped convolution: its per-example '
+                    'gradients are computed one example at a time (slow).',
+                    layer.name, type(layer).__name__)
+    return per_example_loop_rule(layer, args, kwargs, tape, num_microbatches)
   x = _single_input(layer, args, kwargs)
   with _without_activation(layer):
     base = layer(x)
