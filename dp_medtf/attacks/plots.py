@@ -20,30 +20,42 @@ import numpy as np
 from dp_medtf.attacks import runner
 
 
-def plot_error_cdf(errors: Mapping[str, np.ndarray], path: str) -> None:
+def plot_error_cdf(errors: Mapping[str, np.ndarray], path: str) -> plt.Figure:
   """The share of images with a reconstruction error below x, per budget.
+
+  The legend sits outside the axes and the axes reach a little past [0, 1]
+  on both scales, so that no curve hides under the legend or on the border
+  (a budget whose images all have error 1 rises at the right edge). Curves
+  that coincide are told apart by their line style.
 
   Args:
     errors: budget key -> the errors (1 - SSIM) of its attacked images.
     path: where to write the PNG.
+
+  Returns:
+    The (closed) figure, for inspection.
   """
-  fig, ax = plt.subplots(figsize=(5, 4))
+  fig, ax = plt.subplots(figsize=(6.5, 4))
   grid = np.linspace(0.0, 1.0, 201)
-  for key, values in errors.items():
+  styles = ('-', '--', '-.', ':')
+  for i, (key, values) in enumerate(errors.items()):
     values = np.sort(np.asarray(values))
     share = (np.searchsorted(values, grid, side='right') / len(values)
              if len(values) else np.zeros_like(grid))
-    ax.step(grid, share, where='post',
+    ax.step(grid, share, where='post', linestyle=styles[i % len(styles)],
+            linewidth=1.8,
             label=f'$\\varepsilon$ = {key} (n={len(values)})')
-  ax.set_xlim(0.0, 1.0)
-  ax.set_ylim(0.0, 1.02)
+  ax.set_xlim(-0.02, 1.03)
+  ax.set_ylim(-0.03, 1.05)
   ax.set_xlabel('reconstruction error (1 - SSIM)')
   ax.set_ylabel('share of images with a lower error')
   ax.grid(alpha=0.3)
-  ax.legend(loc='lower right', fontsize='small')
+  ax.legend(loc='center left', bbox_to_anchor=(1.02, 0.5), fontsize='small',
+            frameon=False)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches='tight')
   plt.close(fig)
+  return fig
 
 
 def _displayable(image: np.ndarray) -> np.ndarray:
