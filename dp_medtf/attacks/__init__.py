@@ -8,25 +8,45 @@ Example:
   ...                                num_train_examples=2400, epochs=12,
   ...                                clip_norm=1.0)
   >>> result = attacks.run_attack(attacked, images, labels, budgets)
+
+Names are imported from their submodules on first use, so that importing
+dp_medtf.attacks.imprint (to load a saved model) does not load the rest.
 """
 
-from dp_medtf.attacks.imprint import data_thresholds
-from dp_medtf.attacks.imprint import find_imprint_block
-from dp_medtf.attacks.imprint import gaussian_thresholds
-from dp_medtf.attacks.imprint import imprint_model
-from dp_medtf.attacks.imprint import ImprintBlock
-from dp_medtf.attacks.recovery import Reconstruction
-from dp_medtf.attacks.recovery import recover
-from dp_medtf.attacks.runner import AttackResult
-from dp_medtf.attacks.runner import Budget
-from dp_medtf.attacks.runner import budget_key
-from dp_medtf.attacks.runner import budgets_from_config
-from dp_medtf.attacks.runner import make_budgets
-from dp_medtf.attacks.runner import privatize
-from dp_medtf.attacks.runner import run_attack
-from dp_medtf.attacks.scoring import best_match
-from dp_medtf.attacks.scoring import error_matrix
-from dp_medtf.attacks.scoring import is_near_empty
-from dp_medtf.attacks.scoring import Match
-from dp_medtf.attacks.scoring import reconstruction_error
-from dp_medtf.attacks.scoring import ssim
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    'data_thresholds': 'imprint',
+    'find_imprint_block': 'imprint',
+    'gaussian_thresholds': 'imprint',
+    'imprint_model': 'imprint',
+    'ImprintBlock': 'imprint',
+    'Reconstruction': 'recovery',
+    'recover': 'recovery',
+    'AttackResult': 'runner',
+    'Budget': 'runner',
+    'budget_key': 'runner',
+    'budgets_from_config': 'runner',
+    'make_budgets': 'runner',
+    'privatize': 'runner',
+    'run_attack': 'runner',
+    'best_match': 'scoring',
+    'error_matrix': 'scoring',
+    'is_near_empty': 'scoring',
+    'Match': 'scoring',
+    'reconstruction_error': 'scoring',
+    'ssim': 'scoring',
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  """Imports an exported name from its submodule on first use."""
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(f'{__name__}.{_EXPORTS[name]}'),
+                    name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -5,11 +5,18 @@ dp_medtf.models.<model_config.name> and calls its
 `build(input_shape, num_classes, **other_fields)`, so adding a model is
 adding one file.
 
+`load_model(path)` loads a saved .keras model of the package (any model
+here, or one with the imprint block) in a fresh session.
+
 Example:
 
   >>> import ml_collections
   >>> cfg = ml_collections.ConfigDict(dict(name='resnet9', width=16))
-  >>> build(cfg, (32, 32, 3), 2).name
+  >>> model = build(cfg, (32, 32, 3), 2)
+  >>> model.name
+  'resnet9'
+  >>> model.save('/tmp/resnet9.keras')
+  >>> load_model('/tmp/resnet9.keras').name
   'resnet9'
 """
 
@@ -17,11 +24,35 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Mapping
+from typing import Any, Mapping, TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:
+  import tensorflow as tf
 
 _NOT_MODELS = ('layers',)
+# The modules that define (and register) the package's Keras objects.
+CUSTOM_OBJECT_MODULES = ('dp_medtf.models.layers', 'dp_medtf.attacks.imprint')
+
+
+def register_custom_objects() -> None:
+  """Registers every Keras layer of the package, for loading saved models."""
+  for module in CUSTOM_OBJECT_MODULES:
+    importlib.import_module(module)
+
+
+def load_model(path: str, **kwargs) -> tf.keras.Model:
+  """Loads a saved model (.keras) of the package.
+
+  Args:
+    path: the .keras file.
+    **kwargs: passed to tf.keras.models.load_model (compile, ...).
+
+  Returns:
+    The model.
+  """
+  register_custom_objects()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  return tf.keras.models.load_model(path, **kwargs)
 
 
 def available() -> list[str]:
