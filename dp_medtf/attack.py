@@ -21,6 +21,9 @@ Command:
 
   python -m dp_medtf.attack --dataset=demo --num_images=100 \
       --epsilon=1e9,1e12,1e15,1e18,inf --workdir=/tmp/attack
+
+The flags are checked, and --workdir must be (or be creatable as) a writable
+folder, before any image is loaded.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ import csv
 import json
 import math
 import os
-import sys
 
 from absl import app
 from absl import flags
 import tensorflow as tf
 
+from dp_medtf import cli
 from dp_medtf import data
 from dp_medtf import models
 from dp_medtf import recipes
@@ -61,6 +64,8 @@ _CLIP_NORM = flags.DEFINE_float(
 _NUM_BINS = flags.DEFINE_integer('num_bins', 10,
                                  'Bins of the imprint block.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the model and the noise.')
+_DELTA = flags.DEFINE_float('delta', None, 'Target delta of every budget; '
+                            'default: the recipe\'s dp.delta.')
 flags.mark_flag_as_required('workdir')
 
 
@@ -104,6 +109,8 @@ flags.register_validator('clip_norm', lambda c: c is None or c > 0,
                          'must be positive.')
 flags.register_validator('num_bins', lambda n: n >= 1,
                          'must be at least 1.')
+flags.register_validator('delta', lambda d: d is None or 0 < d < 1,
+                         'must lie in (0, 1).')
 
 
 def write_outputs(result: runner.AttackResult, workdir: str) -> dict:
@@ -127,25 +134,34 @@ def write_outputs(result: runner.AttackResult, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    config = recipes.load(_DATASET.value)
-    split = data.load_split(config, _SPLIT.value, _DATA_DIR.value)
-  except (data.DatasetNotAvailableError, FileNotFoundError, ValueError) as e:
-    message = str(e)
-    if '--dataset' not in message:
-      message = f'--dataset={_DATASET.value}: {message}'
-    print(f'error: {message}', file=sys.stderr)
-    return 1
-  images, labels = split.images, split.labels
-  if _NUM_IMAGES.value is not None:
-    images, labels = images[:_NUM_IMAGES.value], labels[:_NUM_IMAGES.value]
-
+  data_dir = _DATA_DIR.value
+  if _DATASET.value != 'demo':
+    if not data_dir:
+      raise app.UsageError(
+          f'--data_dir is required for --dataset={_DATASET.value}.')
+    if not os.path.isdir(data_dir) and '://' not in data_dir:
+      raise app.UsageError(f'--data_dir={data_dir} is not a folder.')
+  cli.check_output_dir('workdir', _WORKDIR.value)
+  config = recipes.load(_DATASET.value)
+  if _DELTA.value is not None:
+    with config.unlocked():
+      config.dp.delta = _DELTA.value
   epsilons = parse_epsilons(_EPSILON.value)
   try:
     budgets = runner.budgets_from_config(config, epsilons, _CLIP_NORM.value)
   except ValueError as e:
-    print(f'error: --epsilon={_EPSILON.value}: {e}', file=sys.stderr)
-    return 1
+    raise app.UsageError(f'--epsilon={_EPSILON.value}: {e}') from None
+  try:
+    split = data.load_split(config, _SPLIT.value, data_dir)
+  except (data.DatasetNotAvailableError, FileNotFoundError, ValueError) as e:
+    message = str(e)
+    if '--dataset' not in message:
+      message = f'--dataset={_DATASET.value}: {message}'
+    raise app.UsageError(message) from None
+  images, labels = split.images, split.labels
+  if _NUM_IMAGES.value is not None:
+    images, labels = images[:_NUM_IMAGES.value], labels[:_NUM_IMAGES.value]
+
   for b in budgets:
     print(f'epsilon={b.key}: noise multiplier {b.noise_multiplier:.4g}, '
           f'clip norm {b.clip_norm}, q={b.sampling_rate:.4g}, T={b.steps}')
@@ -165,4 +181,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -28,7 +28,9 @@ Usage:
 prints one JSON object: {"model", "input_shape", "batch_size",
 "logical_batch_size", "default_engine", "results": [{"name", "s_per_step",
 "peak_mb", "ratio_to_non_private", ...}, ...]}; a variant that was not run
-has null figures and a "skipped" reason.
+has null figures and a "skipped" reason. The flags are checked before any
+process starts (exit status 2); when every variant fails, the bench exits
+with status 1 and the first failure's reason.
 """
 
 from __future__ import annotations
@@ -44,13 +46,11 @@ import tempfile
 import time
 from typing import Any, Sequence
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-# pylint: disable=g-import-not-at-top
 from absl import app
 from absl import flags
 from absl import logging
 
+from dp_medtf import cli
 from dp_medtf.privacy import step as dp_step
 
 VARIANTS = ('non_private',) + dp_step.ENGINES + ('tf_privacy',)
@@ -97,9 +97,10 @@ def parse_shape(values: Sequence[str]) -> tuple[int, ...]:
   try:
     shape = tuple(int(v) for v in values)
   except ValueError as e:
-    raise ValueError(f'input_shape must be integers, got {values}.') from e
+    raise ValueError(f'--input_shape must be integers, got {values}.') from e
   if not shape or min(shape) < 1:
-    raise ValueError(f'input_shape must be positive integers, got {values}.')
+    raise ValueError(
+        f'--input_shape must be positive integers, got {values}.')
   return shape
 
 
@@ -439,13 +440,54 @@ def _default_engine() -> str | None:
   return recipes.load('demo').dp.engine
 
 
+def check_flags() -> None:
+  """Checks the flags before any process starts.
+
+  Raises:
+    app.UsageError: naming the flag at fault.
+  """
+  from dp_medtf import models  # pylint: disable=import-outside-toplevel
+  if _MODEL.value not in models.available():
+    raise app.UsageError(f'--model={_MODEL.value} is not a model; choose '
+                         f'one of {", ".join(models.available())}.')
+  for flag in (_WIDTH, _NUM_CLASSES, _VIEWS):
+    if flag.value is not None and flag.value < 1:
+      raise app.UsageError(f'--{flag.name} must be positive, got '
+                           f'{flag.value}.')
+  try:
+    parse_shape(_INPUT_SHAPE.value)
+    batch = _BATCH_SIZE.value
+    validate(list(dict.fromkeys(_VARIANTS.value)), batch,
+             _LOGICAL.value or batch, _STEPS.value, _WARMUP.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def all_failed(report: dict[str, Any]) -> str | None:
+  """The first failure's reason when no variant was measured, else None."""
+  results = report['results']
+  if any(r.get('s_per_step') for r in results):
+    return None
+  for r in results:
+    reason = str(r.get('skipped', ''))
+    if reason.startswith('failed: '):
+      return f'{r["name"]}: {cli.last_line(reason[len("failed: "):])}'
+  return None
+
+
 def main(argv: Sequence[str]) -> None:
   if _CHILD.value:
     _child(_CHILD.value)
     return
-  del argv
-  print(json.dumps(run(), indent=1))
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  check_flags()
+  report = run()
+  print(json.dumps(report, indent=1))
+  reason = all_failed(report)
+  if reason:
+    raise cli.Fault(f'every variant failed; {reason}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-# pylint: disable=g-import-not-at-top
 from absl import app
 from absl import flags
 import tensorflow as tf
 
+from dp_medtf import cli
 from dp_medtf import reporting
 
 _SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'The sweep folder.')
@@ -37,6 +35,8 @@ def main(argv):
   if not tf.io.gfile.isdir(_SWEEP_DIR.value):
     raise app.UsageError(f'--sweep_dir={_SWEEP_DIR.value} is not a folder.')
   out = _OUTPUT_DIR.value or os.path.join(_SWEEP_DIR.value, 'report')
+  cli.check_output_dir('output_dir' if _OUTPUT_DIR.value else 'sweep_dir',
+                       out)
   rows, problems = reporting.collect(_SWEEP_DIR.value)
   if not rows:
     raise app.UsageError(f'--sweep_dir={_SWEEP_DIR.value} holds no finished '
@@ -53,4 +53,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -18,14 +18,12 @@ import math
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-# pylint: disable=g-import-not-at-top
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dp_medtf import cli
 from dp_medtf import recipes
 
 FLAGS = flags.FLAGS
@@ -105,10 +103,23 @@ def resolve_config(config):
   return config
 
 
+def load_config():
+  """The --config recipe; an unreadable file is a usage error."""
+  config = _CONFIG.value
+  try:
+    config.dataset  # pylint: disable=pointless-statement
+  except OSError as e:
+    path = FLAGS['config'].config_filename
+    reason = ('no such file' if not os.path.isfile(path) else
+              cli.last_line(str(e.__cause__ or e)))
+    raise app.UsageError(f'--config={path}: {reason}.') from None
+  return config
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = resolve_config(_CONFIG.value)
+  config = resolve_config(load_config())
   data_dir = _DATA_DIR.value or ''
   if config.dataset != 'demo':
     if not data_dir:
@@ -118,6 +129,7 @@ def main(argv):
       raise app.UsageError(f'--data_dir={data_dir} is not a folder.')
   workdir = _WORKDIR.value or os.path.join(
       'workdir', f'{config.dataset}_eps{config.dp.epsilon:g}_seed{config.seed}')
+  cli.check_output_dir('workdir', workdir)
 
   # Imported here so that --help and flag errors answer without loading TF.
   import tensorflow as tf
@@ -141,8 +153,11 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  _set_default_config(sys.argv)
-  app.run(main)
+  try:
+    _set_default_config(sys.argv)
+  except (AttributeError, KeyError) as e:  # A --config.<field> override.
+    cli.error(cli.unknown_field_message(e, sys.argv), cli.USAGE_EXIT)
+  cli.run(main)
 
 
 if __name__ == '__main__':

@@ -45,6 +45,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from dp_medtf import cli
 from dp_medtf import recipes
 
 LAUNCHERS = ('local', 'gpu', 'tpu')
@@ -309,7 +310,6 @@ def plan_sweep(spec: SweepSpec) -> list[Run]:
 
 def _gfile():
   """tf.io.gfile, imported on first use so that --help answers quickly."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.io.gfile
 
@@ -363,7 +363,6 @@ def run_subprocess(command: Sequence[str], log_path: str) -> int:
   """
   gfile = _gfile()
   env = dict(os.environ)
-  env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   remote = _is_remote(log_path)
   if remote:
     fd, local_log = tempfile.mkstemp(suffix='.log')
@@ -398,6 +397,15 @@ def _log_tail(log_path: str) -> str | None:
     return None
   with gfile.GFile(log_path) as f:
     return f.read()[-_LOG_TAIL_CHARS:]
+
+
+def error_line(tail: str | None) -> str | None:
+  """The line of a failed run's log that says why: its last non-empty one.
+
+  The train app ends a failed run with one `error: ...` line; a crash ends
+  with the exception's line.
+  """
+  return cli.last_line(tail or '') or None
 
 
 def _now() -> str:
@@ -511,6 +519,9 @@ def execute_sweep(spec: SweepSpec, runs: list[Run], *,
       out.write(f'[{done}/{len(todo)}] eps={run.epsilon} seed={run.seed}: '
                 f'{run.status} (exit {run.returncode}, {run.wall_seconds} s)'
                 f' -> {run.workdir}\n')
+      reason = error_line(run.error_tail) if run.status == 'failed' else None
+      if reason:
+        out.write(f'    {reason}\n')
       out.flush()
 
   if total > len(todo):
@@ -650,6 +661,8 @@ def main(argv: Sequence[str]) -> int:
     logging.warning('--sweep_dir=%s is not gs://: the TPU VM writes the runs '
                     'on its own disk and --skip_finished cannot see them.',
                     spec.sweep_dir)
+  if not fv.dry_run:
+    cli.check_output_dir('sweep_dir', spec.sweep_dir)
   runs = plan_sweep(spec)
   if fv.dry_run:
     print_dry_run(runs, skip_finished=fv.skip_finished)
@@ -664,4 +677,4 @@ def main(argv: Sequence[str]) -> int:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

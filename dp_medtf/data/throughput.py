@@ -31,6 +31,7 @@ import time
 from absl import app
 from absl import flags
 
+from dp_medtf import cli
 from dp_medtf import train as train_app
 
 _EXAMPLES = flags.DEFINE_integer(
@@ -124,8 +125,11 @@ def _reason(error: Exception) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = train_app.resolve_config(flags.FLAGS.config)
+  config = train_app.resolve_config(train_app.load_config())
   data_dir = flags.FLAGS.data_dir or ''
+  if config.dataset != 'demo' and not data_dir:
+    raise app.UsageError(
+        f'--data_dir is required for --dataset={config.dataset}.')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from dp_medtf import data  # pylint: disable=g-import-not-at-top
   from dp_medtf import fit  # pylint: disable=g-import-not-at-top
@@ -169,8 +173,11 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  train_app._set_default_config(sys.argv)  # pylint: disable=protected-access
-  app.run(main)
+  try:
+    train_app._set_default_config(sys.argv)  # pylint: disable=protected-access
+  except (AttributeError, KeyError) as e:  # A --config.<field> override.
+    cli.error(cli.unknown_field_message(e, sys.argv), cli.USAGE_EXIT)
+  cli.run(main)
 
 
 if __name__ == '__main__':

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from dp_medtf import cli
 from dp_medtf import recipes
 from dp_medtf.risk import bounds
 from dp_medtf.risk import plot
@@ -127,6 +129,13 @@ def _profile(setting: dict, budgets: dict) -> list[dict]:
     raise app.UsageError(str(error)) from error
 
 
+def _make_parent(path: str) -> None:
+  """Creates the folder of an output file if it is missing."""
+  folder = os.path.dirname(path)
+  if folder:
+    os.makedirs(folder, exist_ok=True)
+
+
 def main(argv: list[str]) -> None:
   """Checks the flags, prints the table, writes the JSON and the figure."""
   if len(argv) > 1:
@@ -134,6 +143,8 @@ def main(argv: list[str]) -> None:
   if _CURVE_POINTS.value < 0:
     raise app.UsageError(
         f'--curve_points must be >= 0, got {_CURVE_POINTS.value}.')
+  cli.check_output_file('output', _OUTPUT.value)
+  cli.check_output_file('plot', _PLOT.value)
   settings = _recipes()
   budgets = _budgets()
   profiles = {label: _profile(setting, budgets)
@@ -142,6 +153,7 @@ def main(argv: list[str]) -> None:
   if _OUTPUT.value:
     rows = [dict(row, dataset=None if label == 'explicit' else label)
             for label, label_rows in profiles.items() for row in label_rows]
+    _make_parent(_OUTPUT.value)
     with open(_OUTPUT.value, 'w', encoding='utf-8') as f:
       json.dump(rows, f, indent=2)
   if _PLOT.value:
@@ -152,8 +164,9 @@ def main(argv: list[str]) -> None:
       dense = {'epsilons': sorted(set(grid.tolist()) | set(epsilons))}
       curves = {label: _profile(setting, dense)
                 for label, setting in settings.items()}
+    _make_parent(_PLOT.value)
     plot.plot_profiles(curves, _PLOT.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
