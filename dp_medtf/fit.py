@@ -35,6 +35,7 @@ from dp_medtf.data import pipeline
 from dp_medtf.data import sampling
 from dp_medtf.privacy import accounting
 from dp_medtf.privacy import ledger as privacy_ledger
+from dp_medtf.privacy import optimizers
 from dp_medtf.privacy import randomness as dp_randomness
 from dp_medtf.privacy import replicated
 from dp_medtf.privacy import step as dp_step
@@ -123,13 +124,11 @@ def plan_privacy(config: ml_collections.ConfigDict, num_train_examples: int,
                      clip_norm_for(config), chunk)
 
 
-def _make_optimizer(config: ml_collections.ConfigDict):
-  optimizers = {'nadam': tf.keras.optimizers.Nadam,
-                'adam': tf.keras.optimizers.Adam}
-  if config.optimizer not in optimizers:
-    raise ValueError(f'Unknown optimizer {config.optimizer!r}; choose one of '
-                     f'{sorted(optimizers)}.')
-  return optimizers[config.optimizer](config.learning_rate)
+def _make_optimizer(config: ml_collections.ConfigDict, model: tf.keras.Model,
+                    strategy: tf.distribute.Strategy):
+  """The recipe's optimizer, its variables created under `strategy`."""
+  return optimizers.make_optimizer(config.optimizer, config.learning_rate,
+                                   model.trainable_variables, strategy)
 
 
 def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
@@ -152,8 +151,7 @@ def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
   strategy = strategy or tf.distribute.get_strategy()
   replicas = strategy.num_replicas_in_sync
   loss = losses.for_task(task_of(config), config.get('class_weights', ()))
-  with strategy.scope():
-    optimizer = _make_optimizer(config)
+  optimizer = _make_optimizer(config, model, strategy)
   if replicas > 1 and not (plan.private and
                            config.dp.engine != 'tf_privacy'):
     raise ValueError(

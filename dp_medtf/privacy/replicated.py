@@ -16,7 +16,8 @@ Example:
   >>> with strategy.scope():
   ...   model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
   ...   model.build([None, 3])
-  ...   optimizer = tf.keras.optimizers.SGD(0.1)
+  >>> optimizer = optimizers.make_optimizer('adam', 1e-3,
+  ...                                       model.trainable_variables, strategy)
   >>> step = ReplicatedDPStep(strategy, model, losses.classification_loss,
   ...                         optimizer, clip_norm=1.0, noise_multiplier=1.0,
   ...                         expected_batch_size=4, seed=0)
@@ -29,24 +30,36 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from dp_medtf.privacy import optimizers
 from dp_medtf.privacy import step as dp_step
 
 
 class ReplicatedDPStep(dp_step.DPStep):
   """DPStep whose chunks are split across the replicas of `strategy`.
 
-  Build the model and optimizer inside `strategy.scope()`; construct this
-  step outside it, so that the noise generator stays one generator. The
-  global chunk size must be divisible by the number of replicas.
+  Build the model inside `strategy.scope()`, and the optimizer with
+  `optimizers.make_optimizer(..., strategy)` (or construct it inside the
+  scope); construct this step outside it, so that the noise generator stays
+  one generator. The optimizer's variables are created here under the scope
+  if they do not exist yet: built lazily, in the first apply, they would be
+  single variables that each replica's update writes in turn. The global
+  chunk size must be divisible by the number of replicas.
 
   Args:
     strategy: the tf.distribute strategy.
     *args, **kwargs: as DPStep.
+
+  Raises:
+    TypeError: a legacy Keras optimizer (it cannot update mirrored variables
+      from the cross-replica context of `apply`).
+    ValueError: optimizer variables created outside `strategy.scope()`.
   """
 
   def __init__(self, strategy: tf.distribute.Strategy, *args, **kwargs):
     super().__init__(*args, **kwargs)
     self.strategy = strategy
+    optimizers.ensure_built(self.optimizer, self.model.trainable_variables,
+                            strategy)
     with strategy.scope():
       self.accumulators = [
           tf.Variable(tf.zeros_like(v), trainable=False,
