@@ -178,14 +178,18 @@ def _peak_mb() -> float:
 
 
 def _build_step(variant: str, model, loss_fn, logical: int):
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from dp_medtf.privacy import optimizers  # pylint: disable=import-outside-toplevel
   from dp_medtf.privacy import tf_privacy  # pylint: disable=import-outside-toplevel
-  if variant == 'non_private':
-    return dp_step.NonPrivateStep(model, loss_fn, tf.keras.optimizers.Adam())
+  variables = model.trainable_variables
   if variant == 'tf_privacy':
-    return tf_privacy.TfPrivacyStep(model, loss_fn, tf_privacy.make_optimizer(
-        'adam', clip_norm=1.0, noise_multiplier=1.0, learning_rate=1e-3))
-  return dp_step.DPStep(model, loss_fn, tf.keras.optimizers.Adam(),
+    return tf_privacy.TfPrivacyStep(
+        model, loss_fn, tf_privacy.make_optimizer(
+            'adam', clip_norm=1.0, noise_multiplier=1.0, learning_rate=1e-3,
+            variables=variables), expected_batch_size=logical)
+  optimizer = optimizers.make_optimizer('adam', 1e-3, variables)
+  if variant == 'non_private':
+    return dp_step.NonPrivateStep(model, loss_fn, optimizer)
+  return dp_step.DPStep(model, loss_fn, optimizer,
                         clip_norm=1.0, noise_multiplier=1.0,
                         expected_batch_size=logical, seed=0, engine=variant)
 

@@ -165,8 +165,10 @@ def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
     optimizer = tf_privacy.make_optimizer(
         config.optimizer, clip_norm=plan.clip_norm,
         noise_multiplier=plan.noise_multiplier,
-        learning_rate=config.learning_rate)
-    return tf_privacy.TfPrivacyStep(model, loss, optimizer)
+        learning_rate=config.learning_rate,
+        variables=model.trainable_variables)
+    return tf_privacy.TfPrivacyStep(
+        model, loss, optimizer, expected_batch_size=plan.expected_batch_size)
   kwargs = dict(clip_norm=plan.clip_norm,
                 noise_multiplier=plan.noise_multiplier,
                 expected_batch_size=plan.expected_batch_size,

@@ -38,7 +38,7 @@ def test_default_step_equals_tf_privacy_at_noise_zero(batch, views, clip_norm):
       theirs_model, dp_step.classification_loss,
       tf_privacy.dp_optimizer_keras.DPKerasAdamOptimizer(
           l2_norm_clip=clip_norm, noise_multiplier=0.0, learning_rate=1e-2,
-          epsilon=1e-3))
+          epsilon=1e-3), expected_batch_size=batch)
 
   ours.accumulate(x, y, mask)
   our_grads = ours.privatized_gradient()
