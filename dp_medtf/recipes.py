@@ -109,3 +109,41 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f'--config.normalization.{name} must be '
             f'{"positive and " if name == "std" else ""}finite, got '
             f'{values}.')
+
+
+def apply_budget_rules(config: ml_collections.ConfigDict
+                       ) -> ml_collections.ConfigDict:
+  """The recipe with its budget-dependent fields set for its epsilon.
+
+  A recipe's `budget_rules` is a tuple of dicts `{'above': a, 'up_to': b,
+  'set': {field: value}}` (`up_to` defaults to infinity): each rule whose
+  a < epsilon <= b sets its dotted fields, e.g. `{'augment.flip_vertical':
+  0.5}`. Later rules win. `--config.budget_rules="()"` turns them off.
+
+  Args:
+    config: the recipe, with flags applied.
+
+  Returns:
+    A copy with the matching rules applied (the input is not changed).
+
+  Raises:
+    ValueError: naming the rule, for a field the recipe does not have.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  epsilon = float(config.dp.epsilon)
+  for i, rule in enumerate(config.get('budget_rules', ()) or ()):
+    rule = dict(rule)
+    low, high = float(rule.get('above', -math.inf)), float(
+        rule.get('up_to', math.inf))
+    if not low < epsilon <= high:
+      continue
+    for field, value in dict(rule['set']).items():
+      node, *path = [config] + field.split('.')
+      for part in path[:-1]:
+        node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+      if (not isinstance(node, ml_collections.ConfigDict) or
+          path[-1] not in node):
+        raise ValueError(f'--config.budget_rules[{i}] sets {field!r}, which '
+                         'the recipe does not have.')
+      node[path[-1]] = value
+  return config

@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
       # True: Poisson batches and noise derive from `seed` (reproducible,
       # NOT private; tests and debugging only).
       insecure_seeded_randomness=False))
+  config.budget_rules = ()
   config.seed = 0
   config.jit_compile = False  # XLA: needed on TPU, slower on this CPU.
   config.checkpoint_every_steps = 0  # 0: at the end of each epoch.
