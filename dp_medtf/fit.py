@@ -279,6 +279,10 @@ class NonFiniteError(RuntimeError):
   """A step left the model with NaN or infinite weights."""
 
 
+class CheckpointError(RuntimeError):
+  """No checkpoint of the run restores."""
+
+
 def _read_json(path: str, default: Any) -> Any:
   if not tf.io.gfile.exists(path):
     return default
@@ -334,7 +338,7 @@ def _restore_newest_readable(checkpoint: tf.train.Checkpoint,
     The restored checkpoint's path, or None when there is none.
 
   Raises:
-    RuntimeError: when checkpoints exist but none of them restores.
+    CheckpointError: when checkpoints exist but none of them restores.
   """
   candidates = list(reversed(manager.checkpoints))
   failures = []
@@ -353,7 +357,7 @@ def _restore_newest_readable(checkpoint: tf.train.Checkpoint,
             'instead.')
     return path
   if candidates:
-    raise RuntimeError(
+    raise CheckpointError(
         f'No checkpoint in {manager.directory} restores (tried '
         f'{", ".join(candidates)}); start a new run in another --workdir.')
   return None
@@ -403,6 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       stays resumable from its last good checkpoint.
   """
   start = time.time()
+  config = recipes.apply_budget_rules(config)
   recipes.validate(config)
   tf.io.gfile.makedirs(workdir)
   ckpt_dir = os.path.join(workdir, 'checkpoints')

@@ -143,7 +143,8 @@ def main(argv):
     results = fit.train_and_evaluate(config, workdir, data_dir,
                                      resume=_RESUME.value, strategy=strategy)
   except (data.DatasetNotAvailableError, ValueError, FileExistsError,
-          fit.BudgetExceededError) as e:
+          fit.BudgetExceededError, fit.NonFiniteError,
+          fit.CheckpointError) as e:
     raise app.UsageError(str(e))
   logging.info('Results in %s', workdir)
   print(f"{results['status']}: test metrics {results['metrics']}, epsilon "
