@@ -156,7 +156,7 @@ def test_failed_sweep_run_prints_its_error_line(tmp_path):
           in lines[failed[0] + 1]), proc.stdout
 
 
-@pytest.mark.parametrize('name', sorted(_PROGRAMS))
+@pytest.mark.parametrize('name', ['attack', 'risk', 'sweep', 'train'])
 def test_helpshort_exits_zero(name, tmp_path):
   program = _PROGRAMS[name]
   proc = _run([program[0], program[1], '--helpshort'], cwd=tmp_path)
