@@ -135,12 +135,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   data_dir = _DATA_DIR.value
-  if _DATASET.value != 'demo':
-    if not data_dir:
-      raise app.UsageError(
-          f'--data_dir is required for --dataset={_DATASET.value}.')
-    if not os.path.isdir(data_dir) and '://' not in data_dir:
-      raise app.UsageError(f'--data_dir={data_dir} is not a folder.')
+  if _DATASET.value != 'demo' and not data_dir:
+    raise app.UsageError(
+        f'--data_dir is required for --dataset={_DATASET.value}.')
   cli.check_output_dir('workdir', _WORKDIR.value)
   config = recipes.load(_DATASET.value)
   if _DELTA.value is not None:
