@@ -34,6 +34,7 @@ from dp_medtf import recipes
 from dp_medtf.data import pipeline
 from dp_medtf.data import sampling
 from dp_medtf.privacy import accounting
+from dp_medtf.privacy import layer_checks
 from dp_medtf.privacy import ledger as privacy_ledger
 from dp_medtf.privacy import optimizers
 from dp_medtf.privacy import randomness as dp_randomness
@@ -162,6 +163,9 @@ def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
   if not plan.private:
     return dp_step.NonPrivateStep(model, loss, optimizer)
   if config.dp.engine == 'tf_privacy':
+    # TF Privacy differentiates each example's loss of one batched forward
+    # pass: the same layer rules as the vectorized engine apply.
+    layer_checks.check_model(model, 'vectorized')
     optimizer = tf_privacy.make_optimizer(
         config.optimizer, clip_norm=plan.clip_norm,
         noise_multiplier=plan.noise_multiplier,
@@ -483,6 +487,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     history = [h for h in _read_json(history_path, [])
                if h['steps'] <= int(progress_var.numpy())]
     logging.info('Resumed from %s at step %d.', restored, progress_var.numpy())
+    # The checkpoint restores the optimizer's learning rate too; the recipe
+    # (and its --config.learning_rate) stays the source of truth.
+    step.optimizer.learning_rate = float(config.learning_rate)
   steps_done = int(progress_var.numpy())
   wall_before = float(wall_var.numpy())
   if plan.private:

@@ -65,7 +65,7 @@ def _dataset_from_argv(argv: list[str]) -> str:
   return 'demo'
 
 
-def _set_default_config(argv: list[str]) -> None:
+def set_default_config(argv: list[str]) -> None:
   """Points --config at dp_medtf/configs/<dataset>.py unless it was given."""
   if any(a == '--config' or a.startswith('--config=') for a in argv):
     return
@@ -155,7 +155,7 @@ def main(argv):
 def run() -> None:
   """Console entry point."""
   try:
-    _set_default_config(sys.argv)
+    set_default_config(sys.argv)
   except (AttributeError, KeyError) as e:  # A --config.<field> override.
     cli.error(cli.unknown_field_message(e, sys.argv), cli.USAGE_EXIT)
   cli.run(main)
