@@ -174,7 +174,7 @@ def main(argv):
 def run() -> None:
   """Console entry point."""
   try:
-    train_app._set_default_config(sys.argv)  # pylint: disable=protected-access
+    train_app.set_default_config(sys.argv)
   except (AttributeError, KeyError) as e:  # A --config.<field> override.
     cli.error(cli.unknown_field_message(e, sys.argv), cli.USAGE_EXIT)
   cli.run(main)
