@@ -55,6 +55,7 @@ def test_ratios_pair_the_rounds():
   assert results[1]['ratio_to_non_private'] == pytest.approx(1.1)
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_object():
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   out = subprocess.run(

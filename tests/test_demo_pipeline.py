@@ -10,6 +10,7 @@ import pytest
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_demo_pipeline_writes_table3(tmp_path):
   sweep = tmp_path / 'sweep'
   proc = subprocess.run(

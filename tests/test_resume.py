@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import numpy as np
 import tensorflow as tf
 
@@ -39,6 +41,7 @@ def _weights(workdir):
 SEEDED = '--config.dp.insecure_seeded_randomness=true'
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(tmp_path):
   # Two separate runs share their batches and noise only when both are
   # seeded (not private); see the secret-randomness test below.

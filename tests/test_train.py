@@ -3,8 +3,10 @@
 import json
 import os
 import subprocess
+import zipfile
 import sys
 
+import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -29,6 +31,14 @@ def _train(*flags, timeout=600):
 def _results(workdir):
   with open(os.path.join(workdir, 'results.json')) as f:
     return json.load(f)
+
+
+def _count_datasets(path):
+  found = []
+  with h5py.File(path) as f:
+    f.visititems(lambda name, obj: found.append(name)
+                 if isinstance(obj, h5py.Dataset) else None)
+  return len(found)
 
 
 def _event_tags(logdir):
@@ -77,8 +87,22 @@ def test_short_dp_run_writes_complete_outputs(tmp_path):
   assert -1 <= results['metrics']['mcc'] <= 1
   assert os.listdir(tmp_path / 'checkpoints')
   assert os.listdir(tmp_path / 'tensorboard')
+  # The release file holds the architecture and weights only: no optimizer
+  # slots, ledger or secret randomness.
+  with zipfile.ZipFile(tmp_path / 'model.keras') as archive:
+    assert sorted(archive.namelist()) == [
+        'config.json', 'metadata.json', 'model.weights.h5']
+    archive.extract('model.weights.h5', tmp_path)
+  with h5py.File(tmp_path / 'model.weights.h5') as weights:
+    names = []
+    weights.visit(names.append)
+  assert not any(word in name.lower() for name in names
+                 for word in ('optimizer', 'ledger', 'sampling_key',
+                              'generator'))
   release = tf.keras.models.load_model(tmp_path / 'model.keras')
   assert len(release.weights) > 0
+  assert _count_datasets(tmp_path / 'model.weights.h5') == len(
+      release.weights)
 
 
 def test_non_private_demo_learns(tmp_path):

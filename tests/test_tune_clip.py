@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SMALL = ['--dataset=demo', '--epsilon=8', '--config.data.image_size=16',
          '--config.input_shape=(16,16,3)', '--config.model.width=4',
          '--config.epochs=3']
@@ -16,6 +18,7 @@ def _tune(*flags):
                         check=False)
 
 
+@pytest.mark.slow
 def test_one_epoch_per_candidate(tmp_path):
   proc = _tune(*SMALL, '--clip_norms=0.1,10', f'--workdir={tmp_path}')
   assert proc.returncode == 0, proc.stderr[-3000:]
