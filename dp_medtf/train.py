@@ -66,12 +66,19 @@ def _dataset_from_argv(argv: list[str]) -> str:
 
 
 def set_default_config(argv: list[str]) -> None:
-  """Points --config at dp_medtf/configs/<dataset>.py unless it was given."""
+  """Points --config at dp_medtf/configs/<dataset>.py unless it was given.
+
+  Exits with a one-line usage error when a --config.<field> override names a
+  field the recipe lacks (absl reads the file while setting the default).
+  """
   if any(a == '--config' or a.startswith('--config=') for a in argv):
     return
   dataset = _dataset_from_argv(argv)
   if dataset in recipes.DATASETS:
-    FLAGS.set_default('config', recipes.path(dataset))
+    try:
+      FLAGS.set_default('config', recipes.path(dataset))
+    except (AttributeError, KeyError) as e:  # A --config.<field> override.
+      cli.error(cli.unknown_field_message(e, argv), cli.USAGE_EXIT)
 
 
 def parse_epsilon(value: str) -> float:
@@ -154,10 +161,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  try:
-    set_default_config(sys.argv)
-  except (AttributeError, KeyError) as e:  # A --config.<field> override.
-    cli.error(cli.unknown_field_message(e, sys.argv), cli.USAGE_EXIT)
+  set_default_config(sys.argv)
   cli.run(main)
 
 

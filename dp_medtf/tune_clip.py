@@ -61,10 +61,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  try:
-    train.set_default_config(sys.argv)
-  except (AttributeError, KeyError) as e:  # A --config.<field> override.
-    cli.error(cli.unknown_field_message(e, sys.argv), cli.USAGE_EXIT)
+  train.set_default_config(sys.argv)
   cli.run(main)
 
 
