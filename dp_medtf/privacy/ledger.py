@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import dp_accounting
 import tensorflow as tf
 
 from dp_medtf.privacy import accounting
@@ -68,12 +67,6 @@ class PrivacyLedger(tf.Module):
     else:
       segments.append(Segment(noise_multiplier, sampling_rate, steps))
     self._state.assign(json.dumps([dataclasses.asdict(s) for s in segments]))
-
-  def dp_event(self) -> dp_accounting.DpEvent:
-    """The composition of every recorded segment."""
-    return dp_accounting.ComposedDpEvent([
-        accounting.dp_event(s.noise_multiplier, s.sampling_rate, s.steps)
-        for s in self.segments])
 
   def epsilon(self, delta: float) -> float:
     """Epsilon spent by everything recorded, by the RDP accountant.
