@@ -6,9 +6,8 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from dp_medtf.privacy import ledger as privacy_ledger
@@ -135,3 +134,32 @@ def test_non_finite_weights_stop_the_run_and_leave_it_resumable(tmp_path):
   results = _results(tmp_path)
   assert results['status'] == 'finished' and results['steps'] == 18
   assert results['privacy_ledger'][0]['steps'] == 18
+
+
+def test_a_run_that_would_overspend_stops(tmp_path):
+  proc = _train(tmp_path, '--config.epochs=1')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  # Its ledger holds 9 steps at the noise calibrated for 9; a second epoch at
+  # the noise calibrated for 18 steps in all would overspend.
+  proc = _train(tmp_path, '--resume', '--config.epochs=2')
+  assert proc.returncode != 0
+  assert 'would spend epsilon=' in proc.stderr
+  with open(os.path.join(tmp_path, 'results.json')) as f:
+    assert json.load(f)['steps'] == 9  # What was written stays.
+
+
+def test_ledger_composes_segments():
+  ledger = privacy_ledger.PrivacyLedger()
+  ledger.record(1.0, 0.01, 100)
+  ledger.record(2.0, 0.01, 50)
+  ledger.record(2.0, 0.01, 50)
+  assert [s.steps for s in ledger.segments] == [100, 100]
+  one_segment = privacy_ledger.PrivacyLedger()
+  one_segment.record(1.0, 0.01, 100)
+  assert one_segment.epsilon(1e-5) < ledger.epsilon(1e-5)
+  checkpoint = tf.train.Checkpoint(ledger=ledger)
+  restored = privacy_ledger.PrivacyLedger()
+  path = checkpoint.write(os.path.join(os.environ.get('TMPDIR', '/tmp'),
+                                       'ledger_ckpt'))
+  tf.train.Checkpoint(ledger=restored).read(path).assert_consumed()
+  assert restored.segments == ledger.segments
