@@ -1,15 +1,11 @@
 """Dataset readers. `load_split` is the one entry point the apps use.
 
 Each dataset is one module here, named like the recipe's `dataset` field,
-that defines `load_split(config, split, data_dir) -> Split`. A Split is
-anything with
-
-  * `len(split)`: the number of examples,
-  * `split.load_example(index)`: (x, y) tensors of one example, traceable by
-    tf.data (x: float [*spatial, C]; y: an int label or an int label map),
-  * `split.labels`: int labels [N] for classification (used for metrics),
-
-so that pipeline.py serves arrays in memory and files read on demand alike.
+that defines `load_split(config, split, data_dir) -> Split`. `Split`
+(dp_medtf/data/split.py) is the one interface of a split: `len(split)`,
+`split.load_example(index) -> (x, y)` traceable by tf.data, and
+`split.labels`; pipeline.py and the attack app use nothing else, so that
+arrays in memory (`ArraySplit`) and files read on demand serve alike.
 
 Example:
 
@@ -25,7 +21,8 @@ import importlib
 
 import ml_collections
 
-from dp_medtf.data.demo import ArraySplit  # pylint: disable=unused-import
+from dp_medtf.data.split import ArraySplit  # pylint: disable=unused-import
+from dp_medtf.data.split import Split
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -35,17 +32,18 @@ class DatasetNotAvailableError(NotImplementedError):
 
 
 def load_split(config: ml_collections.ConfigDict, split: str,
-               data_dir: str = ''):
+               data_dir: str = '') -> Split:
   """Loads one split of the dataset named by config.dataset.
 
   Args:
     config: a recipe (dp_medtf/configs/<dataset>.py).
     split: 'train', 'validation' or 'test'.
     data_dir: the folder holding the dataset in its original layout (unused
-      for the demo).
+      for the demo), or a folder made by `python -m dp_medtf.data.prepare`
+      (recognised by its metadata file; read by dp_medtf.data.records).
 
   Returns:
-    The split (see the module docstring).
+    The split, a `Split`.
 
   Raises:
     ValueError: for an unknown split.
@@ -53,6 +51,9 @@ def load_split(config: ml_collections.ConfigDict, split: str,
   """
   if split not in SPLITS:
     raise ValueError(f'Unknown split {split!r}; choose one of {SPLITS}.')
+  from dp_medtf.data import records  # pylint: disable=g-import-not-at-top
+  if records.is_prepared(data_dir):
+    return records.load_split(config, split, data_dir)
   try:
     reader = importlib.import_module(f'{__name__}.{config.dataset}')
   except ModuleNotFoundError:

@@ -24,40 +24,15 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import numpy as np
-import tensorflow as tf
+
+from dp_medtf.data.split import ArraySplit  # Re-exported: older imports.
 
 SPLIT_SIZES = {'train': 2400, 'validation': 300, 'test': 300}
 POSITIVE_RATE = 0.3
 CUE_RATE = {1: 0.85, 0: 0.1}
-
-
-@dataclasses.dataclass(frozen=True)
-class ArraySplit:
-  """One split held in memory (see dp_medtf.data.Split for the interface).
-
-  Attributes:
-    images: float32 [N, *spatial, C] in [0, 1].
-    labels: int32 [N] class labels, or [N, *spatial] label maps.
-  """
-  images: np.ndarray
-  labels: np.ndarray
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  @functools.cached_property
-  def _tensors(self):
-    with tf.init_scope():  # Eager tensors, shared by every traced graph.
-      return tf.constant(self.images), tf.constant(self.labels)
-
-  def load_example(self, index: tf.Tensor):
-    """(image, label) of example `index`, traceable by tf.data."""
-    images, labels = self._tensors
-    return tf.gather(images, index), tf.gather(labels, index)
 
 
 def make_lesions(num: int, image_size: int,

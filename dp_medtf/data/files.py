@@ -31,7 +31,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from dp_medtf.data.demo import ArraySplit
+from dp_medtf.data.split import ArraySplit
+from dp_medtf.data.split import Split
 
 _JPEG_START = b'\xff\xd8\xff'
 _JPEG_END = b'\xff\xd9'
@@ -335,7 +336,7 @@ def freeze(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ImageFileSplit:
-  """A split over image files, decoded on demand inside tf.data.
+  """A Split over image files, decoded on demand inside tf.data.
 
   Attributes:
     paths: str [N] image files.
@@ -367,7 +368,7 @@ class ImageFileSplit:
 
 
 def load_into_memory(split: ImageFileSplit, max_bytes: int,
-                     batch_size: int = 64) -> ImageFileSplit | ArraySplit:
+                     batch_size: int = 64) -> Split:
   """The split decoded once into memory, if its examples fit in max_bytes.
 
   Only for splits whose preprocessing is deterministic (no random crops):

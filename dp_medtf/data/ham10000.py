@@ -204,7 +204,7 @@ def check_input_shape(config: ml_collections.ConfigDict, size: int,
 
 
 def load_split(config: ml_collections.ConfigDict, split: str,
-               data_dir: str) -> files.ImageFileSplit:
+               data_dir: str) -> files.Split:
   """One split of HAM10000 (see the module docstring).
 
   Args:

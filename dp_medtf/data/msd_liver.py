@@ -287,7 +287,7 @@ def read_cases(config: ml_collections.ConfigDict,
 
 
 class VolumeSplit:
-  """A split of volumes (or of their axial slices), loaded on demand.
+  """A Split of volumes (or of their axial slices), loaded on demand.
 
   Args:
     cases: the volumes.

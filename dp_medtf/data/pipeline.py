@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from dp_medtf.data import augment
 from dp_medtf.data import sampling
-from dp_medtf.data.demo import ArraySplit  # pylint: disable=unused-import
+from dp_medtf.data.split import ArraySplit  # pylint: disable=unused-import
 
 
 @dataclasses.dataclass(frozen=True)

@@ -289,7 +289,7 @@ def _normalized_by_modality(size: int, modalities: np.ndarray,
 
 
 def load_split(config: ml_collections.ConfigDict, split: str,
-               data_dir: str) -> files.ImageFileSplit:
+               data_dir: str) -> files.Split:
   """One split of RadImageNet (see the module docstring).
 
   Args:
