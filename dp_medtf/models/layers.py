@@ -2,24 +2,138 @@
 
 Every layer here is registered serializable under the 'dp_medtf' package.
 
+Weight-centred convolutions (the paper authors' "convws_nw" convolutions)
+subtract from each kernel, before convolving, its mean over every axis but
+the last: for a convolution the mean over the spatial and input-channel axes
+of each output channel's filter; for a transposed convolution (kernel
+[*k, filters, in]) the mean over the spatial and filter axes of each input
+channel's slice, as in the authors' transposed convolutions. The kernel
+variable keeps its raw value; gradients reach it through the centring (a
+projection), and DP clipping sees that projected gradient
+(dp_medtf.privacy.layer_registry).
+
 Example:
 
   >>> norm = ScaleNorm()
   >>> norm(tf.ones([2, 4, 4, 64])).shape
   TensorShape([2, 4, 4, 64])
+  >>> conv = CentredConv2D(8, 3, padding='same')
+  >>> conv(tf.ones([1, 5, 5, 3])).shape
+  TensorShape([1, 5, 5, 8])
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import tensorflow as tf
 
 
-def num_groups(channels: int) -> int:
-  """GroupNorm groups for `channels`: min(32, C), reduced until it divides C."""
-  groups = min(32, channels)
+def num_groups(channels: int, limit: int = 32) -> int:
+  """GroupNorm groups for `channels`: min(limit, C), reduced until it divides
+  C."""
+  groups = min(limit, channels)
   while channels % groups:
     groups -= 1
   return groups
+
+
+def centre_kernel(kernel: tf.Tensor) -> tf.Tensor:
+  """The kernel minus its mean over every axis but the last."""
+  axes = list(range(kernel.shape.rank - 1))
+  return kernel - tf.reduce_mean(kernel, axis=axes, keepdims=True)
+
+
+class _Centred:
+  """Mixin: the convolution runs on centre_kernel(kernel).
+
+  Raises (on build) when each centred slice has a single entry: it would be
+  identically zero, as the authors' code also refuses.
+  """
+
+  def build(self, input_shape):
+    super().build(input_shape)  # pytype: disable=attribute-error
+    if math.prod(self.kernel.shape[:-1]) < 2:
+      raise ValueError(
+          f'Layer {self.name} ({type(self).__name__}): a centred kernel needs '
+          'more than one entry per slice (kernel size 1 on one channel would '
+          'be zero); use a plain convolution.')
+
+
+@tf.keras.utils.register_keras_serializable(package='dp_medtf')
+class CentredConv2D(_Centred, tf.keras.layers.Conv2D):
+  """Conv2D on its kernel centred per output channel (see module doc)."""
+
+  def convolution_op(self, inputs, kernel):
+    return super().convolution_op(inputs, centre_kernel(kernel))
+
+
+@tf.keras.utils.register_keras_serializable(package='dp_medtf')
+class CentredConv3D(_Centred, tf.keras.layers.Conv3D):
+  """Conv3D on its kernel centred per output channel (see module doc)."""
+
+  def convolution_op(self, inputs, kernel):
+    return super().convolution_op(inputs, centre_kernel(kernel))
+
+
+@contextlib.contextmanager
+def _kernel_replaced(layer, kernel: tf.Tensor):
+  """layer.kernel reads `kernel` inside the block.
+
+  Keras' transposed convolutions read self.kernel in call() (there is no
+  convolution_op to override). The attribute is swapped without Keras'
+  attribute tracking, so the layer's weight lists are untouched.
+  """
+  raw = layer.kernel
+  object.__setattr__(layer, 'kernel', kernel)
+  try:
+    yield
+  finally:
+    object.__setattr__(layer, 'kernel', raw)
+
+
+@tf.keras.utils.register_keras_serializable(package='dp_medtf')
+class CentredConv2DTranspose(_Centred, tf.keras.layers.Conv2DTranspose):
+  """Conv2DTranspose on its kernel centred per input channel."""
+
+  def call(self, inputs):
+    with _kernel_replaced(self, centre_kernel(self.kernel)):
+      return super().call(inputs)
+
+
+@tf.keras.utils.register_keras_serializable(package='dp_medtf')
+class CentredConv3DTranspose(_Centred, tf.keras.layers.Conv3DTranspose):
+  """Conv3DTranspose on its kernel centred per input channel."""
+
+  def call(self, inputs):
+    with _kernel_replaced(self, centre_kernel(self.kernel)):
+      return super().call(inputs)
+
+
+CENTRED_CONVS = (CentredConv2D, CentredConv3D, CentredConv2DTranspose,
+                 CentredConv3DTranspose)
+
+
+def conv_class(rank: int, centred: bool, transpose: bool = False) -> type:
+  """The (transposed) convolution class for 2 or 3 spatial dims.
+
+  Args:
+    rank: 2 or 3.
+    centred: a weight-centred convolution, else Keras' plain one.
+    transpose: the transposed convolution.
+
+  Example:
+
+    >>> conv_class(3, True, transpose=True).__name__
+    'CentredConv3DTranspose'
+  """
+  k = tf.keras.layers
+  table = {(2, False): (k.Conv2D, k.Conv2DTranspose),
+           (3, False): (k.Conv3D, k.Conv3DTranspose),
+           (2, True): (CentredConv2D, CentredConv2DTranspose),
+           (3, True): (CentredConv3D, CentredConv3DTranspose)}
+  return table[(rank, centred)][int(transpose)]
 
 
 @tf.keras.utils.register_keras_serializable(package='dp_medtf')

@@ -19,6 +19,13 @@ ghost when its grams' T^2 (d + p) multiply-adds undercut the explicit
 gradient's T d p (d: patch size, p: output channels), which holds for the
 small feature maps and dense layers at the end of a network.
 
+Weight-centred convolutions (dp_medtf.models.layers.CENTRED_CONVS) convolve
+with W - mean(W) (the mean over the d entries of each kernel slice). The raw
+kernel's gradient is then C A_i^T G_i with C = I - 1 1^T / d the centring
+projection, and C A_i^T G_i = (A_i C)^T G_i: the ghost norm of the patches
+minus their row means. The explicit gradient and the weighted sums
+differentiate through the layer's own centring.
+
 Normalisation layers (GroupNormalization, ScaleNorm, LayerNormalization):
 `base` is a per-example copy of gamma and of beta, so the same backward pass
 gives their per-example gradients directly.
@@ -276,7 +283,8 @@ def _kernel_gradient(layer, x: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
 
 def conv_rule(layer, args, kwargs, tape, num_microbatches=None, *,
               mode: str = 'mixed'):
-  """Rule for Conv1D/2D/3D and their transposes (channels_last).
+  """Rule for Conv1D/2D/3D and their transposes (channels_last), plain or
+  weight-centred.
 
   Grouped convolutions take the per-example loop (per_example_loop_rule).
 
@@ -314,6 +322,11 @@ def conv_rule(layer, args, kwargs, tape, num_microbatches=None, *,
         patches = None  # E.g. a transposed conv's output_padding.
     out = []
     if patches is not None:
+      if isinstance(layer, dp_layers.CENTRED_CONVS):
+        # Each patch's row holds one kernel slice's d entries (the fan-in of
+        # an output channel; for a transposed conv, the spatial and filter
+        # entries of an input channel): (A C)^T G, see the module docstring.
+        patches = patches - tf.reduce_mean(patches, axis=-1, keepdims=True)
       out.append(VariableGradients(
           layer.kernel,
           ghost_squared_norms(per_example_rows(patches, b),
@@ -518,8 +531,9 @@ def default_registry(mode: str = 'mixed', fallback: str = 'loop') -> Registry:
   """Rules for the layer types of the project's models."""
   registry = Registry(mode, fallback)
   registry.insert(tf.keras.layers.Dense, dense_rule)
-  for conv in (tf.keras.layers.Conv1D, tf.keras.layers.Conv2D,
-               tf.keras.layers.Conv3D) + _TRANSPOSED:
+  for conv in ((tf.keras.layers.Conv1D, tf.keras.layers.Conv2D,
+                tf.keras.layers.Conv3D) + _TRANSPOSED +
+               dp_layers.CENTRED_CONVS):
     registry.insert(conv, conv_rule)
   registry.insert(tf.keras.layers.GroupNormalization, group_norm_rule)
   registry.insert(dp_layers.ScaleNorm, group_norm_rule)

@@ -73,6 +73,24 @@ LAYER_MODELS = {
     'layer_norm': _seeded(lambda: _functional(
         (4, 5), L.LayerNormalization(), L.Dense(3, activation='relu'),
         L.LayerNormalization(axis=[1, 2]))),
+    # Weight-centred convolutions, 2D and 3D, plain and transposed, with
+    # and without bias.
+    'centred_conv2d': _seeded(lambda: _functional(
+        (7, 7, 2), dp_layers.CentredConv2D(4, 3, strides=2, padding='same',
+                                           activation='tanh'))),
+    'centred_conv2d_nobias': _seeded(lambda: _functional(
+        (6, 6, 3), dp_layers.CentredConv2D(3, 3, use_bias=False))),
+    'centred_conv3d': _seeded(lambda: _functional(
+        (4, 5, 5, 2), dp_layers.CentredConv3D(3, 3, padding='same'))),
+    'centred_conv3d_nobias': _seeded(lambda: _functional(
+        (4, 4, 4, 1), dp_layers.CentredConv3D(3, 2, strides=2,
+                                              use_bias=False))),
+    'centred_conv2d_transpose': _seeded(lambda: _functional(
+        (4, 4, 3), dp_layers.CentredConv2DTranspose(2, 3, strides=2,
+                                                    padding='same'))),
+    'centred_conv3d_transpose_nobias': _seeded(lambda: _functional(
+        (2, 3, 3, 2), dp_layers.CentredConv3DTranspose(2, 2, strides=2,
+                                                       use_bias=False))),
     'resnet9': _seeded(lambda: models.build(
         {'name': 'resnet9', 'width': 2}, (16, 16, 3), 3)),
     'unet3d': _seeded(lambda: models.build(

@@ -36,9 +36,11 @@ def test_mixed_picks_the_cheaper(rows, d, p, expected):
   assert not layer_registry.use_ghost('explicit', rows, d, p)
 
 
-@pytest.mark.parametrize('model_name', ['conv2d_strided', 'conv2d_dilated',
-                                        'conv1d', 'conv3d', 'conv2d_transpose',
-                                        'conv3d_transpose', 'dense_sequence'])
+@pytest.mark.parametrize('model_name', [
+    'conv2d_strided', 'conv2d_dilated', 'conv1d', 'conv3d', 'conv2d_transpose',
+    'conv3d_transpose', 'dense_sequence', 'centred_conv2d',
+    'centred_conv2d_nobias', 'centred_conv3d', 'centred_conv3d_nobias',
+    'centred_conv2d_transpose', 'centred_conv3d_transpose_nobias'])
 @pytest.mark.parametrize('mode', ['ghost', 'explicit'])
 def test_each_mode_matches_the_loop(model_name, mode):
   model = test_engines.LAYER_MODELS[model_name]()
@@ -196,3 +198,33 @@ def test_unknown_batch_size(reweighting):
   for got, want in zip(summed, test_engines.clipped_sum(grads, norms, mask,
                                                         clip_norm)):
     assert_close(got, want)
+
+
+@pytest.mark.parametrize('model_name', [
+    'centred_conv2d', 'centred_conv3d', 'centred_conv3d_transpose_nobias'])
+def test_centred_conv_ghost_norm_is_the_projected_one(model_name, monkeypatch):
+  """Ghost norms of weight-centred convs on inputs with a large mean.
+
+  Positive inputs put much of the effective kernel's gradient along the
+  centred-away direction; the ghost norm must equal the loop's norm of the
+  raw kernel's gradient, and the norm without the projection (the effective
+  kernel's) must differ, so that the comparison can fail. The dense head is
+  frozen so that the norms are the convolution's.
+  """
+  model = test_engines.LAYER_MODELS[model_name]()
+  model.layers[-1].trainable = False
+  x, y = test_engines.batch_for(model, 3, 2)
+  x = tf.abs(x) + 2.0
+  mask = tf.ones([3])
+  _, norms = test_engines.loop_gradients(model, x, y)
+  registry = layer_registry.default_registry('ghost')
+
+  def ghost_norms():
+    return ghost.ghost_clipped_sum(
+        model, test_engines.example_loss, x, y, mask, 1.0,
+        reweighting='bookkeeping', registry=registry)[1].numpy()
+
+  assert_close(ghost_norms(), norms)
+  monkeypatch.setattr(layer_registry.dp_layers, 'CENTRED_CONVS', ())
+  uncorrected = ghost_norms()
+  assert np.all(uncorrected > norms * (1 + 10 * test_engines.RTOL))
