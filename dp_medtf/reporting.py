@@ -6,7 +6,8 @@ from `python -m dp_medtf.attack`. For each dataset and budget this module
 gathers the test metrics over seeds (mean, sample std, Student's t-test
 against the non-private runs), the worst-case and relaxed reconstruction
 bounds (dp_medtf.risk, at each run's own noise multiplier, sampling rate and
-steps, with kappa = 1 / N) and the attack's share of images reconstructed
+steps, with kappa = 1 / N; by both methods, rero_exact and rero_edgeworth,
+the paper's) and the attack's share of images reconstructed
 with error below 0.1. Runs that are missing, failed or unfinished are listed,
 never averaged over.
 
@@ -35,6 +36,8 @@ import tensorflow as tf
 from dp_medtf import risk
 
 _RUN_DIR = re.compile(r'^eps(?P<eps>[^_]+)_seed(?P<seed>-?\d+)$')
+# Table 3's risk adversaries: column label -> field suffix of Row.
+_ADVERSARIES = {'worst-case': 'worst_case', 'relaxed': 'relaxed'}
 
 
 @dataclasses.dataclass
@@ -48,8 +51,12 @@ class Row:
     metrics: metric name -> values over seeds.
     p_values: metric name -> Student's t-test p-value against non-private
       (None where it cannot be computed).
-    rero_worst_case: the worst-case reconstruction bound (None: no DP).
-    rero_relaxed: the relaxed-adversary bound (None: no DP).
+    rero_exact_worst_case: the worst-case reconstruction bound by the exact
+      method (None: no DP).
+    rero_edgeworth_worst_case: the same by the Edgeworth expansion, the
+      paper's method (None: no DP, or the expansion does not apply).
+    rero_exact_relaxed: the relaxed-adversary bound, exact method.
+    rero_edgeworth_relaxed: the relaxed-adversary bound, Edgeworth.
     attack_share_below_0_1: the attack's share of images with error < 0.1.
   """
   dataset: str
@@ -57,8 +64,10 @@ class Row:
   seeds: list[int]
   metrics: dict[str, list[float]]
   p_values: dict[str, float | None] = dataclasses.field(default_factory=dict)
-  rero_worst_case: float | None = None
-  rero_relaxed: float | None = None
+  rero_exact_worst_case: float | None = None
+  rero_edgeworth_worst_case: float | None = None
+  rero_exact_relaxed: float | None = None
+  rero_edgeworth_relaxed: float | None = None
   attack_share_below_0_1: float | None = None
 
 
@@ -94,12 +103,15 @@ def _planned_runs(sweep_dir: str) -> list[dict[str, Any]]:
   return planned.get('runs', planned) if isinstance(planned, dict) else planned
 
 
-def _bounds(results: dict[str, Any]) -> tuple[float, float]:
-  """Worst-case and relaxed ReRo at a run's own (z, q, T), kappa = 1/N."""
+def _add_bounds(row: Row, results: dict[str, Any]) -> None:
+  """Both methods' worst-case and relaxed ReRo at the run's (z, q, T, 1/N)."""
   kappa = 1.0 / results['num_train_examples']
   args = (results['noise_multiplier'], results['sampling_rate'],
           results['steps'], kappa)
-  return (risk.rero(*args).value, risk.rero(*args, relaxed=True).value)
+  for adversary, relaxed in (('worst_case', False), ('relaxed', True)):
+    result = risk.rero(*args, relaxed=relaxed)
+    setattr(row, f'rero_exact_{adversary}', result.rero_exact)
+    setattr(row, f'rero_edgeworth_{adversary}', result.rero_edgeworth)
 
 
 def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
@@ -145,7 +157,7 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
                     {m: [float(r['metrics'][m]) for _, r in runs]
                      for m in names}))
     if not math.isinf(eps):
-      rows[-1].rero_worst_case, rows[-1].rero_relaxed = _bounds(runs[0][1])
+      _add_bounds(rows[-1], runs[0][1])
   _add_p_values(rows)
   _add_attack(rows, sweep_dir)
   return rows, problems
@@ -195,8 +207,9 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
   header = ['dataset', 'epsilon', 'seeds']
   for name in metric_names:
     header += [f'{name} (%)', f'p ({name})']
-  header += ['worst-case ReRo (%)', 'relaxed ReRo (%)',
-             'attack error < 0.1 (%)']
+  header += [f'{adversary} ReRo {method} (%)' for adversary in _ADVERSARIES
+             for method in risk.METHODS]
+  header += ['attack error < 0.1 (%)']
   cells = []
   for r in rows:
     line = [r.dataset, epsilon_text(r.epsilon), str(len(r.seeds))]
@@ -204,8 +217,9 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
       values = r.metrics.get(name)
       line += [_mean_std(values) if values else '–',
                _p(r.p_values.get(name))]
-    line += [_percent(r.rero_worst_case), _percent(r.rero_relaxed),
-             _percent(r.attack_share_below_0_1, 1)]
+    line += [_percent(getattr(r, f'{method}_{key}'))
+             for key in _ADVERSARIES.values() for method in risk.METHODS]
+    line += [_percent(r.attack_share_below_0_1, 1)]
     cells.append(line)
   return header, cells
 
@@ -219,6 +233,8 @@ def to_markdown(rows: list[Row], problems: list[str]) -> str:
   lines.append('')
   lines.append('Metrics: mean ± sample std over seeds; p: two-sided Student\'s '
                't-test against the non-private runs.')
+  lines.append('ReRo by two methods: ' + '; '.join(
+      f'{method}: {text}' for method, text in risk.METHODS.items()) + '.')
   if problems:
     lines += ['', 'Missing or failed runs (not averaged over):', '']
     lines += [f'- {p}' for p in problems]
@@ -260,11 +276,15 @@ def plot(rows: list[Row], path: str) -> None:
               > 1 else 0.0 for r in mine]
       ax.errorbar(xs, means, yerr=stds, marker='o', capsize=3, label=name)
     risks = [r for r in mine if not math.isinf(r.epsilon)]
-    rx = [r.epsilon for r in risks]
-    ax.plot(rx, [r.rero_worst_case for r in risks], 's--', color='purple',
-            label='worst-case ReRo')
-    ax.plot(rx, [r.rero_relaxed for r in risks], 's--', color='orange',
-            label='relaxed ReRo')
+    for (label, key), color in zip(_ADVERSARIES.items(),
+                                   ('purple', 'orange')):
+      for method, style in (('rero_exact', 's--'), ('rero_edgeworth', 'x:')):
+        points = [(r.epsilon, getattr(r, f'{method}_{key}')) for r in risks
+                  if getattr(r, f'{method}_{key}') is not None]
+        suffix = ' (paper)' if method == risk.PAPER_METHOD else ''
+        if points:
+          ax.plot(*zip(*points), style, color=color,
+                  label=f'{label} ReRo, {method}{suffix}')
     attack = [(x, r.attack_share_below_0_1) for x, r in zip(xs, mine)
               if r.attack_share_below_0_1 is not None]
     if attack:

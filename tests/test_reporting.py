@@ -55,11 +55,13 @@ def test_collect_aggregates_and_lists_problems(sweep):
   expected_p = stats.ttest_ind(MCC[8.0], MCC[math.inf]).pvalue
   assert by_eps[8.0].p_values['mcc'] == pytest.approx(expected_p)
   assert by_eps[math.inf].p_values['mcc'] is None
-  assert by_eps[8.0].rero_worst_case == pytest.approx(
-      risk.rero(1.0, 0.1, 50, 1 / 500).value)
-  assert by_eps[8.0].rero_relaxed <= by_eps[8.0].rero_worst_case
-  assert by_eps[1e9].rero_worst_case >= by_eps[8.0].rero_worst_case
-  assert by_eps[math.inf].rero_worst_case is None
+  expected = risk.rero(1.0, 0.1, 50, 1 / 500)
+  assert by_eps[8.0].rero_exact_worst_case == expected.rero_exact
+  assert by_eps[8.0].rero_edgeworth_worst_case == expected.rero_edgeworth
+  assert by_eps[8.0].rero_exact_relaxed <= by_eps[8.0].rero_exact_worst_case
+  assert (by_eps[1e9].rero_exact_worst_case >=
+          by_eps[8.0].rero_exact_worst_case)
+  assert by_eps[math.inf].rero_exact_worst_case is None
   assert by_eps[1e9].attack_share_below_0_1 == 0.25
   assert len(problems) == 2
   assert any('interrupted' in p for p in problems)

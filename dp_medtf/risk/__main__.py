@@ -2,11 +2,13 @@ r"""Reconstruction-risk bounds of DP-SGD recipes for privacy budgets.
 
 For each budget: the worst-case and the relaxed reconstruction robustness
 bound (ReRo), with the noise multiplier calibrated by the training accountant
-and kappa = 1/N. Prints a table; optionally writes JSON and a figure.
+and kappa = 1/N, by two methods side by side: rero_exact (lattice
+composition) and rero_edgeworth (the Edgeworth expansion the paper used).
+Prints a table; optionally writes JSON, CSV and a figure.
 
   python -m dp_medtf.risk --dataset=radimagenet,ham10000,msd_liver \
       --epsilon=1,8,20,32,1e9,1e12 --output=/tmp/risk.json \
-      --plot=/tmp/risk.png --curve_points=25
+      --csv=/tmp/risk.csv --plot=/tmp/risk.png --curve_points=25
 
   python -m dp_medtf.risk --num_examples=106 --batch_size=1 --epochs=500 \
       --delta=8e-7 --noise_multiplier=0.96
@@ -42,6 +44,9 @@ _EPSILON = flags.DEFINE_list('epsilon', None,
 _NOISE_MULTIPLIER = flags.DEFINE_list(
     'noise_multiplier', None, 'Noise multipliers instead of --epsilon.')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON file to write.')
+_CSV = flags.DEFINE_string('csv', None, 'CSV file to write (one line per '
+                           'budget; the JSON fields, nested keys joined by '
+                           'a dot).')
 _PLOT = flags.DEFINE_string('plot', None, 'PNG file to write (like Fig. 2).')
 _CURVE_POINTS = flags.DEFINE_integer(
     'curve_points', 0, 'With --plot and --epsilon: also compute this many '
@@ -137,13 +142,14 @@ def _make_parent(path: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-  """Checks the flags, prints the table, writes the JSON and the figure."""
+  """Checks the flags, prints the table, writes the JSON, CSV and figure."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}.')
   if _CURVE_POINTS.value < 0:
     raise app.UsageError(
         f'--curve_points must be >= 0, got {_CURVE_POINTS.value}.')
   cli.check_output_file('output', _OUTPUT.value)
+  cli.check_output_file('csv', _CSV.value)
   cli.check_output_file('plot', _PLOT.value)
   settings = _recipes()
   budgets = _budgets()
@@ -156,6 +162,10 @@ def main(argv: list[str]) -> None:
     _make_parent(_OUTPUT.value)
     with open(_OUTPUT.value, 'w', encoding='utf-8') as f:
       json.dump(rows, f, indent=2)
+  if _CSV.value:
+    _make_parent(_CSV.value)
+    with open(_CSV.value, 'w', encoding='utf-8', newline='') as f:
+      f.write(plot.format_csv(profiles))
   if _PLOT.value:
     curves = profiles
     if _CURVE_POINTS.value and 'epsilons' in budgets:

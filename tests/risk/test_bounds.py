@@ -1,4 +1,4 @@
-"""Tests of dp_medtf.risk.bounds: closed forms, orderings, the cross-check."""
+"""Tests of dp_medtf.risk.bounds: closed forms, orderings, both methods."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _folded_gaussian_rero(mu: float, kappa: float) -> float:
   return stats.norm.cdf(mu - c) + stats.norm.cdf(-mu - c)
 
 
-def _assert_brackets(result: bounds.NumericalResult, exact: float) -> None:
+def _assert_brackets(result: bounds.ExactResult, exact: float) -> None:
   """lower <= exact <= value, up to the round-off part of the error."""
   rounding = result.error - (result.value - result.lower)
   assert rounding >= 0.0
@@ -41,7 +41,7 @@ def test_full_batch_is_gaussian(mu_total, steps, kappa):
   # q = 1: T steps of G_mu compose to G_{mu sqrt(T)}.
   loss = bounds.PrivacyLoss(mu=mu_total / math.sqrt(steps), sampling_rate=1.0)
   expected = _gaussian_rero(mu_total, kappa)
-  _assert_brackets(bounds.rero_numerical(loss, steps, kappa), expected)
+  _assert_brackets(bounds.rero_exact(loss, steps, kappa), expected)
   edgeworth = bounds.rero_edgeworth(loss, steps, kappa)
   assert edgeworth.value == pytest.approx(expected, rel=0,
                                           abs=_EDGEWORTH_EXACT_TOLERANCE)
@@ -51,7 +51,7 @@ def test_full_batch_is_gaussian(mu_total, steps, kappa):
 @pytest.mark.parametrize('mu', [0.1, 1.0, 3.0])
 def test_relaxed_full_batch_one_step_is_folded_gaussian(mu, kappa):
   loss = bounds.PrivacyLoss(mu=mu, sampling_rate=1.0, relaxed=True)
-  _assert_brackets(bounds.rero_numerical(loss, 1, kappa),
+  _assert_brackets(bounds.rero_exact(loss, 1, kappa),
                    _folded_gaussian_rero(mu, kappa))
 
 
@@ -65,13 +65,14 @@ def test_relaxed_at_most_worst_case_and_above_simple_test(q, steps, z):
   worst = bounds.rero_worst_case(z, q, steps, kappa)
   relaxed = bounds.rero_relaxed(z, q, steps, kappa)
   # |u| is a post-processing of u.
-  assert relaxed.value <= worst.value + worst.error + relaxed.error
+  assert relaxed.rero_exact <= (worst.rero_exact + worst.rero_exact_error +
+                                relaxed.rero_exact_error)
   for result, is_relaxed in ((worst, False), (relaxed, True)):
-    assert kappa <= result.value <= 1.0
+    assert kappa <= result.rero_exact <= 1.0
     # The optimal test is at least as powerful as "some step has v > c".
     loss = bounds.PrivacyLoss(1.0 / z, q, is_relaxed)
     assert bounds.any_step_test_power(loss, steps, kappa) <= (
-        result.value + result.error)
+        result.rero_exact + result.rero_exact_error)
 
 
 @pytest.mark.parametrize('num_examples,batch_size,epochs', [
@@ -85,8 +86,8 @@ def test_monotone_in_epsilon(num_examples, batch_size, epochs):
   sigmas = [row['noise_multiplier'] for row in rows]
   assert sigmas == sorted(sigmas, reverse=True)
   for key in ('worst_case', 'relaxed'):
-    values = [row[f'rero_{key}'] for row in rows]
-    errors = [row['cross_check'][key]['numerical_error'] for row in rows]
+    values = [row[key]['rero_exact'] for row in rows]
+    errors = [row[key]['rero_exact_error'] for row in rows]
     for i in range(len(rows) - 1):
       assert values[i + 1] >= values[i] - errors[i] - errors[i + 1]
     assert values[-1] == pytest.approx(_coverage(rows[-1]), abs=errors[-1])
@@ -110,9 +111,10 @@ def test_methods_agree_with_many_steps(q, mu_total, relaxed):
   steps = 10_000
   z = 1.0 / _mu_for_total(q, steps, mu_total)
   result = bounds.rero(z, q, steps, 1e-3, relaxed)
-  assert result.edgeworth is not None
-  assert result.agrees(), (result.value, result.edgeworth, result.error)
-  assert result.error <= bounds.TOLERANCE
+  assert result.rero_edgeworth is not None
+  assert result.agrees(), (result.rero_exact, result.rero_edgeworth,
+                           result.rero_exact_error)
+  assert result.rero_exact_error <= bounds.TOLERANCE
 
 
 def test_edgeworth_not_applicable_for_one_subsampled_step():
@@ -121,8 +123,8 @@ def test_edgeworth_not_applicable_for_one_subsampled_step():
   assert result.value is None
   assert result.expansion_parameter > bounds.EDGEWORTH_MAX_EXPANSION_PARAMETER
   assert 'expansion parameter' in result.note
-  numerical = bounds.rero_numerical(loss, 1, 1e-3)
-  assert 1e-3 <= numerical.value <= 1.0
+  exact = bounds.rero_exact(loss, 1, 1e-3)
+  assert 1e-3 <= exact.value <= 1.0
 
 
 def test_huge_epsilon_saturates():
@@ -130,9 +132,10 @@ def test_huge_epsilon_saturates():
                              delta=8e-7, epsilons=[1e9, 1e18])
   for row in rows:
     # Every record is in ~500 steps, each of which reveals it: ReRo = 1.
-    assert row['rero_worst_case'] == 1.0
-    assert row['rero_relaxed'] == 1.0
-    assert row['cross_check']['worst_case']['edgeworth'] is None
+    assert row['worst_case']['rero_exact'] == 1.0
+    assert row['relaxed']['rero_exact'] == 1.0
+    assert row['worst_case']['rero_edgeworth'] is None
+    assert row['worst_case']['edgeworth_note']
     assert row['noise_multiplier'] > 0.0
 
 
@@ -144,8 +147,8 @@ def test_huge_epsilon_with_few_steps_is_coverage():
   row = rows[0]
   assert (row['sampling_rate'], row['steps']) == (0.1, 40)
   for key in ('worst_case', 'relaxed'):
-    error = row['cross_check'][key]['numerical_error']
-    assert row[f'rero_{key}'] == pytest.approx(_coverage(row), abs=error)
+    error = row[key]['rero_exact_error']
+    assert row[key]['rero_exact'] == pytest.approx(_coverage(row), abs=error)
 
 
 @pytest.mark.parametrize('kwargs,name', [
@@ -175,7 +178,7 @@ def test_impossible_mechanism_raises():
   with pytest.raises(ValueError, match='sampling_rate'):
     bounds.PrivacyLoss(mu=1.0, sampling_rate=1.5)
   with pytest.raises(ValueError, match='kappa'):
-    bounds.rero_numerical(bounds.PrivacyLoss(1.0, 0.1), 10, kappa=1.0)
+    bounds.rero_exact(bounds.PrivacyLoss(1.0, 0.1), 10, kappa=1.0)
   with pytest.raises(ValueError, match='steps'):
     bounds.rero_edgeworth(bounds.PrivacyLoss(1.0, 0.1), 0, kappa=0.1)
 
@@ -184,7 +187,8 @@ def test_noise_multiplier_input_spends_its_epsilon():
   rows = bounds.risk_profile(num_examples=1000, batch_size=100, epochs=5,
                              delta=1e-5, noise_multipliers=[1.0, 4.0])
   assert rows[0]['epsilon'] > rows[1]['epsilon'] > 0.0
-  assert rows[0]['rero_worst_case'] >= rows[1]['rero_worst_case']
+  assert (rows[0]['worst_case']['rero_exact'] >=
+          rows[1]['worst_case']['rero_exact'])
 
 
 def test_edgeworth_sf_is_gaussian_without_higher_cumulants():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -16,11 +17,13 @@ _REQUIRED = {
     'sampling_rate': float,
     'steps': int,
     'kappa': float,
-    'rero_worst_case': float,
-    'rero_relaxed': float,
+    'worst_case': dict,
+    'relaxed': dict,
+    'paper_method': str,
 }
-_CHECK_KEYS = {'numerical', 'numerical_lower', 'numerical_error', 'edgeworth',
-               'edgeworth_note', 'agree'}
+# Both methods, by name, for each adversary.
+_METHOD_KEYS = {'rero_exact', 'rero_exact_lower', 'rero_exact_error',
+                'rero_edgeworth', 'edgeworth_note'}
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -42,32 +45,36 @@ def _check_row(row: dict) -> None:
   assert row['epsilon'] > 0.0 and row['noise_multiplier'] > 0.0
   assert 0.0 < row['sampling_rate'] <= 1.0 and row['steps'] >= 1
   assert 0.0 < row['kappa'] <= 1.0
-  check = row['cross_check']
-  assert check['method'] == 'numerical'
-  assert check['tolerance'] > 0.0
+  assert row['paper_method'] == 'rero_edgeworth'
   for key in ('worst_case', 'relaxed'):
-    value = row[f'rero_{key}']
-    assert row['kappa'] <= value <= 1.0
-    assert set(check[key]) == _CHECK_KEYS
-    assert check[key]['numerical'] == value
-    assert check[key]['numerical_lower'] <= value
-    assert check[key]['numerical_error'] >= value - check[key][
-        'numerical_lower']
-    assert check[key]['edgeworth'] is None or (
-        0.0 <= check[key]['edgeworth'] <= 1.0)
-    assert isinstance(check[key]['agree'], bool)
-  slack = (check['worst_case']['numerical_error'] +
-           check['relaxed']['numerical_error'])
-  assert row['rero_relaxed'] <= row['rero_worst_case'] + slack
+    result = row[key]
+    assert set(result) == _METHOD_KEYS
+    assert row['kappa'] <= result['rero_exact'] <= 1.0
+    assert result['rero_exact_lower'] <= result['rero_exact']
+    assert result['rero_exact_error'] >= (
+        result['rero_exact'] - result['rero_exact_lower'])
+    assert result['rero_edgeworth'] is None or (
+        0.0 <= result['rero_edgeworth'] <= 1.0)
+    assert (result['rero_edgeworth'] is None) == bool(
+        result['edgeworth_note'])
+  slack = (row['worst_case']['rero_exact_error'] +
+           row['relaxed']['rero_exact_error'])
+  assert row['relaxed']['rero_exact'] <= row['worst_case']['rero_exact'] + slack
 
 
-def test_explicit_recipe_writes_table_json_and_figure(tmp_path):
-  output, figure = tmp_path / 'risk.json', tmp_path / 'risk.png'
+def test_explicit_recipe_writes_table_json_csv_and_figure(tmp_path):
+  output, table, figure = (tmp_path / 'risk.json', tmp_path / 'risk.csv',
+                           tmp_path / 'risk.png')
   result = _run(['--num_examples=500', '--batch_size=50', '--epochs=4',
                  '--delta=1e-5', '--epsilon=1,1e18', f'--output={output}',
-                 f'--plot={figure}', '--curve_points=3'])
+                 f'--csv={table}', f'--plot={figure}', '--curve_points=3'])
   assert result.returncode == 0, result.stderr
-  assert 'worst %' in result.stdout and 'relaxed %' in result.stdout
+  # Both methods side by side for both adversaries, named, with the paper's.
+  header = result.stdout.splitlines()[1].split()
+  assert header[-4:] == ['rero_exact', 'rero_edgeworth'] * 2
+  assert 'worst case %' in result.stdout and 'relaxed %' in result.stdout
+  assert 'rero_edgeworth: five-cumulant Edgeworth expansion' in result.stdout
+  assert 'the method the paper used' in result.stdout
   rows = json.loads(output.read_text())
   assert [row['epsilon'] for row in rows] == [1.0, 1e18]
   for row in rows:
@@ -75,6 +82,16 @@ def test_explicit_recipe_writes_table_json_and_figure(tmp_path):
     assert row['dataset'] is None
     assert (row['sampling_rate'], row['steps'], row['kappa']) == (
         0.1, 40, 1 / 500)
+  with open(table, newline='', encoding='utf-8') as f:
+    lines = list(csv.DictReader(f))
+  assert len(lines) == len(rows)
+  for line, row in zip(lines, rows):
+    assert line['dataset'] == '' and line['paper_method'] == 'rero_edgeworth'
+    for key in ('worst_case', 'relaxed'):
+      for method in ('rero_exact', 'rero_edgeworth'):
+        value = row[key][method]
+        cell = line[f'{key}.{method}']
+        assert cell == '' if value is None else float(cell) == value
   assert figure.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
