@@ -92,14 +92,20 @@ def parse_epsilon(value: str) -> float:
   return epsilon
 
 
-def resolve_config(config):
-  """Applies the top-level flags to the recipe and checks them."""
+def resolve_config(config, apply_epsilon: bool = True):
+  """Applies the top-level flags to the recipe and checks them.
+
+  Args:
+    config: the --config recipe.
+    apply_epsilon: set dp.epsilon from --epsilon; False for apps whose
+      --epsilon is not one budget (the attack takes a list).
+  """
   if config.dataset != _DATASET.value and FLAGS['dataset'].present:
     raise app.UsageError(
         f'--dataset={_DATASET.value} disagrees with the recipe\'s dataset '
         f'{config.dataset!r}.')
   with config.unlocked():
-    if _EPSILON.value is not None:
+    if apply_epsilon and _EPSILON.value is not None:
       config.dp.epsilon = parse_epsilon(_EPSILON.value)
     if _DELTA.value is not None:
       if not 0 < _DELTA.value < 1:

@@ -6,7 +6,7 @@ Example:
   >>> attacked = attacks.imprint_model(model, num_bins=10)
   >>> budgets = attacks.make_budgets([1e9, math.inf], delta=8e-7,
   ...                                num_train_examples=2400, epochs=12,
-  ...                                clip_norm=1.0)
+  ...                                clip_norm=1.0, batch_size=1)
   >>> result = attacks.run_attack(attacked, images, labels, budgets)
 
 Names are imported from their submodules on first use, so that importing
@@ -28,7 +28,10 @@ _EXPORTS = {
     'AttackResult': 'runner',
     'Budget': 'runner',
     'budget_key': 'runner',
+    'attack': 'runner',
+    'budget_from_run': 'runner',
     'budgets_from_config': 'runner',
+    'clip_example': 'runner',
     'make_budgets': 'runner',
     'privatize': 'runner',
     'run_attack': 'runner',

@@ -1,15 +1,24 @@
 """Runs the imprint attack over images for several privacy budgets.
 
-For every image, the malicious server's imprinted model takes one gradient at
-batch size 1. For each budget, that gradient then goes through exactly what
-DP-SGD at that budget does to one example's gradient: clipping of all
-trainable variables together to global L2 norm C, and Gaussian noise of
-standard deviation z * C on every coordinate, z calibrated by the project's
-accountant for the attack's own setting (batch size 1 over the training
-split: q = 1 / N_train and T = epochs * N_train steps). epsilon = inf is
-non-private training: no clipping and no noise. The noisy gradient of the
-imprint block is divided out into candidates, and the image's reconstruction
-error is the minimum of 1 - SSIM over them. Near-empty images are skipped.
+The malicious server's imprinted model takes one gradient per batch of
+`batch_size` images (1 by default: the server sets the batch size). For each
+budget, that gradient goes through exactly what DP-SGD at that budget does:
+each example's gradient is clipped over all trainable variables together to
+global L2 norm C, the clipped gradients are summed, Gaussian noise of
+standard deviation z * C is added to every coordinate and the sum divided by
+the batch size. epsilon = inf is non-private training: the mean gradient, no
+clipping and no noise. The noisy gradient of the imprint block is divided
+out into candidates; every image of the batch is scored against all of them,
+and its reconstruction error is the minimum of 1 - SSIM.
+
+z is calibrated by the project's accountant with the training app's own
+rules (`make_budgets`, `budgets_from_config`: q = B / N, T = (N // B) *
+epochs for N training examples), or taken from a finished training run
+(`budget_from_run`: that run's z, q, T and C).
+
+Near-empty images (at most 10% non-zero pixels) can be left unscored
+(`skip_near_empty`, on for RadImageNet as in the paper): they still count in
+their batch's gradient, as in training, and are listed in `skipped`.
 
 Example:
 
@@ -25,12 +34,13 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from dp_medtf import recipes
 from dp_medtf.attacks import imprint
 from dp_medtf.attacks import recovery
 from dp_medtf.attacks import scoring
@@ -56,8 +66,10 @@ class Budget:
     delta: the target delta.
     noise_multiplier: z; 0.0 for epsilon = inf.
     clip_norm: C; None for epsilon = inf (no clipping).
-    sampling_rate: q of the attack's setting (batch size 1).
-    steps: T of the attack's setting.
+    sampling_rate: q of the calibration.
+    steps: T of the calibration.
+    run_dir: the training run whose z, q, T and C these are; None when
+      calibrated for the attack's own setting.
   """
   epsilon: float
   delta: float
@@ -65,6 +77,7 @@ class Budget:
   clip_norm: float | None
   sampling_rate: float
   steps: int
+  run_dir: str | None = None
 
   @property
   def key(self) -> str:
@@ -77,31 +90,43 @@ class Budget:
 
 def make_budgets(epsilons: Sequence[float], *, delta: float,
                  num_train_examples: int, epochs: int,
-                 clip_norm: float | Mapping[str, float]) -> list[Budget]:
-  """Calibrates the noise of each budget for batch size 1.
+                 clip_norm: float | Mapping[str, float],
+                 batch_size: int = 1) -> list[Budget]:
+  """Calibrates the noise of each budget as a training run would.
+
+  q and T follow the training app (dp_medtf.fit.plan_privacy): q = B / N and
+  T = (N // B) * epochs steps; without DP, ceil(N / B) * epochs.
 
   Args:
     epsilons: the budgets (positive; math.inf allowed).
     delta: the target delta.
-    num_train_examples: size N of the training split; q = 1 / N.
-    epochs: training epochs; T = epochs * N.
+    num_train_examples: size N of the training split, counted from the data.
+    epochs: training epochs.
     clip_norm: C for all budgets, or a mapping from budget_key(epsilon) to C.
+    batch_size: the expected batch size B, in [1, N].
 
   Returns:
     One Budget per epsilon, in order.
+
+  Raises:
+    ValueError: naming the argument, for an impossible setting.
   """
-  if num_train_examples < 1:
-    raise ValueError(
-        f'num_train_examples must be positive, got {num_train_examples}.')
+  n, b = int(num_train_examples), int(batch_size)
+  if n < 1:
+    raise ValueError(f'num_train_examples must be positive, got {n}.')
+  if not 1 <= b <= n:
+    raise ValueError(f'batch_size must lie in [1, {n}] (the training-set '
+                     f'size), got {b}.')
   if epochs < 1:
     raise ValueError(f'epochs must be positive, got {epochs}.')
-  sampling_rate = 1.0 / num_train_examples
-  steps = int(epochs) * int(num_train_examples)
+  sampling_rate = b / n
+  steps = (n // b) * int(epochs)
   budgets = []
   for epsilon in epsilons:
     accounting.validate(epsilon=epsilon, delta=delta)
     if math.isinf(epsilon):
-      budgets.append(Budget(math.inf, delta, 0.0, None, sampling_rate, steps))
+      budgets.append(Budget(math.inf, delta, 0.0, None, sampling_rate,
+                            math.ceil(n / b) * int(epochs)))
       continue
     c = (clip_norm[budget_key(epsilon)] if isinstance(clip_norm, Mapping)
          else clip_norm)
@@ -116,56 +141,115 @@ def make_budgets(epsilons: Sequence[float], *, delta: float,
 
 def recipe_clip_norm(config: ml_collections.ConfigDict,
                      epsilon: float) -> float:
-  """The recipe's clip norm at a budget.
+  """The clip norm a training run of the recipe at `epsilon` uses.
 
-  Args:
-    config: a dataset recipe.
-    epsilon: the budget.
-
-  Returns:
-    The dp.clip_norms entry whose key parses to `epsilon`, else dp.clip_norm.
+  The recipe's budget rules are applied first, then its dp.clip_norms entry
+  for `epsilon` (else dp.clip_norm) is read, as dp_medtf.fit does.
   """
-  table = config.dp.get('clip_norms', {}) or {}
-  for key, value in table.items():
-    if float(key) == float(epsilon):
-      return float(value)
-  return float(config.dp.clip_norm)
+  from dp_medtf import fit  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.dp.epsilon = float(epsilon)
+  return fit.clip_norm_for(recipes.apply_budget_rules(config))
 
 
 def budgets_from_config(config: ml_collections.ConfigDict,
-                        epsilons: Sequence[float],
+                        epsilons: Sequence[float], num_train_examples: int,
+                        *, batch_size: int = 1,
                         clip_norm: float | None = None) -> list[Budget]:
-  """make_budgets with the delta, N, epochs and clip norms of a recipe.
+  """make_budgets with the delta, epochs and clip norms of a recipe.
 
   Args:
-    config: a dataset recipe.
+    config: a dataset recipe, with overrides applied.
     epsilons: the budgets.
+    num_train_examples: N, the size of the training split in the data (not
+      the recipe's num_train_examples estimate).
+    batch_size: the attack's batch size B; q = B / N.
     clip_norm: C for every budget; None takes each budget's from the recipe.
   """
   norms = {budget_key(e): clip_norm if clip_norm is not None
-           else recipe_clip_norm(config, e) for e in epsilons}
+           else recipe_clip_norm(config, e) for e in epsilons if
+           math.isfinite(e)}
   return make_budgets(epsilons, delta=config.dp.delta,
-                      num_train_examples=config.num_train_examples,
-                      epochs=config.epochs, clip_norm=norms)
+                      num_train_examples=num_train_examples,
+                      epochs=config.epochs, clip_norm=norms,
+                      batch_size=batch_size)
 
 
-def privatize(grads: Sequence[tf.Tensor], budget: Budget,
-              generator: tf.random.Generator) -> list[tf.Tensor]:
-  """One example's gradient as DP-SGD at `budget` releases it.
+RUN_FIELDS = ('status', 'epsilon_target', 'delta', 'noise_multiplier',
+              'clip_norm', 'sampling_rate', 'steps', 'num_train_examples')
+
+
+def budget_from_run(results: Mapping[str, Any], run_dir: str) -> Budget:
+  """The budget of a finished training run, from its results.json.
+
+  The attack then applies that run's own noise: z * C on the clipped sum,
+  with the run's z, C, q and T, so that it and the run's privacy bounds
+  describe the same mechanism.
 
   Args:
-    grads: the gradient of all trainable variables.
-    budget: the budget; non-private budgets return the gradient unchanged.
-    generator: the noise generator.
+    results: the run's results.json (written by dp_medtf.fit).
+    run_dir: the run's workdir, for messages and the summary.
 
   Returns:
-    The clipped and noised gradient.
+    The Budget.
+
+  Raises:
+    ValueError: naming the file, for a missing field or an unfinished run.
+  """
+  where = f'{run_dir}/results.json'
+  missing = [k for k in RUN_FIELDS if k not in results]
+  if missing:
+    raise ValueError(f'{where} has no {", ".join(missing)}; is {run_dir} a '
+                     'workdir of python -m dp_medtf.train?')
+  if results['status'] != 'finished':
+    raise ValueError(f'{where}: the run is {results["status"]}, not '
+                     'finished; finish it (train --resume) first.')
+  epsilon = float(results['epsilon_target'])
+  private = math.isfinite(epsilon)
+  return Budget(
+      epsilon=epsilon, delta=float(results['delta']),
+      noise_multiplier=float(results['noise_multiplier']) if private else 0.0,
+      clip_norm=float(results['clip_norm']) if private else None,
+      sampling_rate=float(results['sampling_rate']),
+      steps=int(results['steps']), run_dir=run_dir)
+
+
+def clip_example(grads: Sequence[tf.Tensor], norm: tf.Tensor,
+                 budget: Budget) -> list[tf.Tensor]:
+  """One example's gradient scaled to global L2 norm at most C.
+
+  Args:
+    grads: (part of) the example's gradient.
+    norm: the global L2 norm of its whole gradient (all trainable
+      variables), which clipping bounds.
+    budget: the budget; non-private budgets leave the gradient unchanged.
   """
   if not budget.private:
     return list(grads)
-  clipped, _ = clipping.clip_by_global_norm(grads, budget.clip_norm)
-  return noise.add_gaussian_noise(
-      clipped, budget.noise_multiplier * budget.clip_norm, generator)
+  factor = clipping.clip_factor(norm, budget.clip_norm)
+  return [g * factor for g in grads]
+
+
+def privatize(clipped_sum: Sequence[tf.Tensor], budget: Budget,
+              generator: tf.random.Generator,
+              batch_size: int = 1) -> list[tf.Tensor]:
+  """The update DP-SGD at `budget` releases: (clipped sum + noise) / B.
+
+  Args:
+    clipped_sum: the sum of the batch's clipped per-example gradients (or of
+      some of their variables: noise is independent per coordinate).
+    budget: the budget; noise of standard deviation z * C, none without DP.
+    generator: the noise generator.
+    batch_size: B, the batch size the sum is divided by.
+
+  Returns:
+    The released gradient.
+  """
+  released = list(clipped_sum)
+  if budget.private:
+    released = noise.add_gaussian_noise(
+        released, budget.noise_multiplier * budget.clip_norm, generator)
+  return [g / batch_size for g in released]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,21 +290,23 @@ class AttackResult:
 
   Attributes:
     budgets: the budgets, in order.
-    records: one Record per attacked image and budget.
-    skipped: ids of the near-empty images that were not attacked.
+    records: one Record per scored image and budget.
+    skipped: ids of the near-empty images that were not scored.
     best: budget key -> the best reconstructed Examples, best first.
+    batch_size: images per attacked gradient.
   """
   budgets: list[Budget]
   records: list[Record]
   skipped: list[int]
   best: dict[str, list[Example]]
+  batch_size: int = 1
 
   def errors(self, key: str) -> np.ndarray:
     """The reconstruction errors at the budget named `key`."""
     return np.array([r.error for r in self.records if r.budget == key])
 
-  def summary(self) -> dict[str, dict[str, float | int | None]]:
-    """Budget key -> noise, q, T and statistics of the errors."""
+  def summary(self) -> dict[str, dict[str, Any]]:
+    """Budget key -> noise, q, T, C, B and statistics of the errors."""
     out = {}
     for budget in self.budgets:
       errors = self.errors(budget.key)
@@ -231,7 +317,9 @@ class AttackResult:
       entry.update(
           median_error=float(np.median(errors)) if errors.size else None,
           num_images=int(errors.size), num_skipped=len(self.skipped),
-          sampling_rate=budget.sampling_rate, steps=budget.steps)
+          sampling_rate=budget.sampling_rate, steps=budget.steps,
+          clip_norm=budget.clip_norm, batch_size=self.batch_size,
+          run_dir=budget.run_dir)
       out[budget.key] = entry
     return out
 
@@ -241,36 +329,39 @@ def _sparse_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
       labels, logits, from_logits=True))
 
 
-def run_attack(model: tf.keras.Model, images: np.ndarray,
-               labels: np.ndarray | None, budgets: Sequence[Budget], *,
-               seed: int = 0, image_ids: Sequence[int] | None = None,
-               loss_fn: Loss | None = None,
-               value_range: tuple[float, float] = (0.0, 1.0),
-               top_k: int = 5,
-               progress: Callable[[int], None] | None = None
-               ) -> AttackResult:
-  """Attacks each image at each budget.
+def attack(model: tf.keras.Model,
+           examples: Iterable[tuple[int, np.ndarray, Any]],
+           budgets: Sequence[Budget], *, batch_size: int = 1, seed: int = 0,
+           loss_fn: Loss | None = None,
+           value_range: tuple[float, float] = (0.0, 1.0), top_k: int = 5,
+           skip_near_empty: bool = False,
+           progress: Callable[[int], None] | None = None) -> AttackResult:
+  """Attacks consecutive batches of examples at each budget.
+
+  Each batch's per-example gradients are taken one example at a time
+  (exact for models without cross-example layers, which DP-SGD requires),
+  clipped per budget and summed; only the imprint block's part is kept, as
+  recovery reads nothing else, but the clipping norm is that of the whole
+  gradient.
 
   Args:
     model: an imprinted model (see imprint.imprint_model).
-    images: [M, ...] images in value_range.
-    labels: [M] labels for loss_fn; None uses class 0 for all.
+    examples: (image id, image in value_range, label) triples, streamed.
     budgets: the budgets to attack at.
+    batch_size: images per gradient; the last batch may be smaller.
     seed: seed of the DP noise.
-    image_ids: ids recorded for the images; 0..M-1 by default.
-    loss_fn: (labels [1], outputs [1, ...]) -> scalar loss; sparse
+    loss_fn: (labels [1, ...], outputs [1, ...]) -> scalar loss; sparse
       categorical cross-entropy on logits by default.
-    value_range: (low, high) of the normalised images.
+    value_range: (low, high) of the images.
     top_k: how many best reconstructions to keep per budget.
-    progress: called with the number of images done after each image.
+    skip_near_empty: leave images with at most 10% non-zero pixels unscored.
+    progress: called with the number of images done after each batch.
 
   Returns:
     The AttackResult.
   """
-  images = np.asarray(images, np.float32)
-  labels = (np.zeros(len(images), np.int32) if labels is None
-            else np.asarray(labels))
-  image_ids = list(range(len(images)) if image_ids is None else image_ids)
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be positive, got {batch_size}.')
   loss_fn = loss_fn or _sparse_cross_entropy
   block = imprint.find_imprint_block(model)
   variables = model.trainable_variables
@@ -281,39 +372,91 @@ def run_attack(model: tf.keras.Model, images: np.ndarray,
 
   @tf.function
   def gradient(x, y):
+    """The global norm and imprint part of one example's gradient."""
     with tf.GradientTape() as tape:
       loss = loss_fn(y, model(x, training=True))
     grads = tape.gradient(loss, variables)
-    return [tf.zeros_like(v) if g is None else g
-            for v, g in zip(variables, grads)]
+    grads = [tf.zeros_like(v) if g is None else g
+             for v, g in zip(variables, grads)]
+    return clipping.global_norm(grads), grads[kernel_at], grads[bias_at]
 
   records, skipped = [], []
   heaps = {b.key: [] for b in budgets}
-  for done, (image_id, image, label) in enumerate(
-      zip(image_ids, images, labels), start=1):
-    if scoring.is_near_empty(image):
-      skipped.append(int(image_id))
-    else:
-      grads = gradient(tf.constant(image[None]), tf.constant(label[None]))
+  done = 0
+
+  def attack_batch(batch):
+    empty = [skip_near_empty and scoring.is_near_empty(e[1]) for e in batch]
+    scored = [e for e, out in zip(batch, empty) if not out]
+    skipped.extend(int(e[0]) for e, out in zip(batch, empty) if out)
+    if not scored:
+      return
+    sums = {}  # budget key -> the clipped sum of the imprint gradients.
+    for _, image, label in batch:
+      norm, kernel, bias = gradient(tf.constant(image[None], tf.float32),
+                                    tf.constant(np.asarray(label)[None]))
       for budget in budgets:
-        released = privatize(grads, budget, generator)
-        rec = recovery.recover(released[kernel_at].numpy(),
-                               released[bias_at].numpy(), image.shape)
+        clipped = clip_example([kernel, bias], norm, budget)
+        total = sums.get(budget.key)
+        sums[budget.key] = (clipped if total is None else
+                            [a + b for a, b in zip(total, clipped)])
+    for budget in budgets:
+      kernel, bias = privatize(sums[budget.key], budget, generator,
+                               batch_size)
+      rec = recovery.recover(kernel.numpy(), bias.numpy(), batch[0][1].shape)
+      for image_id, image, _ in scored:
         match = scoring.best_match(image, rec.images, value_range)
         name = rec.names[match.index] if match.index >= 0 else ''
         records.append(Record(int(image_id), budget.key, match.error, name))
         best = (np.clip(rec.images[match.index], *value_range)
                 if match.index >= 0 else np.zeros_like(image))
         # Max-heap on error via negation; ties keep the earlier image.
-        entry = (-match.error, -done, Example(int(image_id), match.error,
-                                              image, best))
+        entry = (-match.error, -len(records), Example(
+            int(image_id), match.error, image, best))
         heap = heaps[budget.key]
         if len(heap) < top_k:
           heapq.heappush(heap, entry)
         elif entry[:2] > heap[0][:2]:
           heapq.heapreplace(heap, entry)
+
+  batch = []
+  for image_id, image, label in examples:
+    batch.append((image_id, np.asarray(image, np.float32), label))
+    if len(batch) == batch_size:
+      attack_batch(batch)
+      done += len(batch)
+      batch = []
+      if progress is not None:
+        progress(done)
+  if batch:
+    attack_batch(batch)
+    done += len(batch)
     if progress is not None:
       progress(done)
   best = {key: [e for _, _, e in sorted(heap, key=lambda t: (-t[0], -t[1]))]
           for key, heap in heaps.items()}
-  return AttackResult(list(budgets), records, skipped, best)
+  return AttackResult(list(budgets), records, skipped, best, batch_size)
+
+
+def run_attack(model: tf.keras.Model, images: np.ndarray,
+               labels: np.ndarray | None, budgets: Sequence[Budget], *,
+               image_ids: Sequence[int] | None = None,
+               **kwargs) -> AttackResult:
+  """`attack` over images held in an array.
+
+  Args:
+    model: an imprinted model (see imprint.imprint_model).
+    images: [M, ...] images.
+    labels: [M, ...] labels for the loss; None uses class 0 for all.
+    budgets: the budgets to attack at.
+    image_ids: ids recorded for the images; 0..M-1 by default.
+    **kwargs: batch_size, seed, loss_fn, value_range, top_k,
+      skip_near_empty, progress, as for `attack`.
+
+  Returns:
+    The AttackResult.
+  """
+  images = np.asarray(images, np.float32)
+  labels = (np.zeros(len(images), np.int32) if labels is None
+            else np.asarray(labels))
+  image_ids = list(range(len(images)) if image_ids is None else image_ids)
+  return attack(model, zip(image_ids, images, labels), budgets, **kwargs)

@@ -68,4 +68,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.jit_compile = False  # XLA: needed on TPU, slower on CPU.
   config.checkpoint_every_steps = 0  # 0: at the end of each epoch.
   config.stop_after_steps = 0  # > 0: stop early (a preemptible slot).
+  # The imprint attack (python -m dp_medtf.attack). skip_near_empty leaves
+  # images with at most 10% non-zero pixels unscored (the paper does so for
+  # RadImageNet only); `data` overrides config.data for the attack, which
+  # reconstructs and scores images in [0, 1].
+  config.attack = ml_collections.ConfigDict(dict(
+      skip_near_empty=False, data=ml_collections.ConfigDict()))
   return config

@@ -68,4 +68,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.jit_compile = False  # XLA: needed on TPU, slower on CPU.
   config.checkpoint_every_steps = 0  # 0: at the end of each epoch.
   config.stop_after_steps = 0  # > 0: stop early (a preemptible slot).
+  # The imprint attack (python -m dp_medtf.attack). As in the paper, images
+  # with at most 10% non-zero pixels (mostly black slices) are left
+  # unscored. The attack reconstructs and scores images in [0, 1], before
+  # the per-modality standardisation.
+  config.attack = ml_collections.ConfigDict(dict(
+      skip_near_empty=True,
+      data=ml_collections.ConfigDict(dict(normalize_by_modality=False))))
   return config

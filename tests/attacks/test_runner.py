@@ -15,6 +15,7 @@ import pytest
 import skimage.data
 import tensorflow as tf
 
+from dp_medtf import fit
 from dp_medtf import recipes
 from dp_medtf.attacks import imprint
 from dp_medtf.attacks import runner
@@ -157,7 +158,8 @@ def test_near_empty_images_are_skipped_and_counted(real_images):
   model = imprint.imprint_model(_small_model(images.shape[1:]))
   done = []
   result = runner.run_attack(model, images, None, _budgets([1e18, math.inf]),
-                             image_ids=[10, 11, 12], progress=done.append)
+                             image_ids=[10, 11, 12], progress=done.append,
+                             skip_near_empty=True)
   assert result.skipped == [11, 12]
   assert done == [1, 2, 3]
   assert [(r.image_id, r.budget) for r in result.records] == [
@@ -168,7 +170,11 @@ def test_near_empty_images_are_skipped_and_counted(real_images):
       'noise_multiplier': 0.0, 'share_below_0.1': 1.0,
       'share_below_0.2': 1.0, 'share_below_0.3': 1.0,
       'median_error': pytest.approx(0.0, abs=1e-3), 'num_images': 1,
-      'num_skipped': 2, 'sampling_rate': 1 / 2400, 'steps': 28800}
+      'num_skipped': 2, 'sampling_rate': 1 / 2400, 'steps': 28800,
+      'clip_norm': None, 'batch_size': 1, 'run_dir': None}
+  # Off (every recipe but RadImageNet's), near-empty images are scored.
+  kept = runner.run_attack(model, images, None, NON_PRIVATE)
+  assert kept.skipped == [] and len(kept.errors('inf')) == 3
 
 
 def test_best_examples_are_sorted_and_limited(real_images):
@@ -184,7 +190,8 @@ def test_best_examples_are_sorted_and_limited(real_images):
 
 
 def test_make_budgets_calibrates_for_batch_size_one():
-  budgets = runner.budgets_from_config(recipes.load('demo'), [1e12, math.inf])
+  budgets = runner.budgets_from_config(recipes.load('demo'), [1e12, math.inf],
+                                       2400)
   private, public = budgets
   assert private.sampling_rate == public.sampling_rate == 1 / 2400
   assert private.steps == public.steps == 12 * 2400
@@ -205,26 +212,110 @@ def test_make_budgets_takes_per_budget_clip_norms():
 
   config = recipes.load('demo')
   config.dp.clip_norms = {'1e9': 0.3}
-  from_recipe = runner.budgets_from_config(config, [1e9, 1e12])
+  from_recipe = runner.budgets_from_config(config, [1e9, 1e12], 2400)
   assert [b.clip_norm for b in from_recipe] == [0.3, config.dp.clip_norm]
-  overridden = runner.budgets_from_config(config, [1e9], clip_norm=5.0)
+  overridden = runner.budgets_from_config(config, [1e9], 2400, clip_norm=5.0)
   assert overridden[0].clip_norm == 5.0
 
 
-def test_privatize_clips_globally_then_adds_noise():
+@pytest.mark.parametrize('dataset', ['demo', 'ham10000', 'msd_liver'])
+@pytest.mark.parametrize('batch_size', [1, 16, 256])
+@pytest.mark.parametrize('epsilon', [8.0, 1e12, math.inf])
+def test_budgets_match_a_training_runs_plan(dataset, batch_size, epsilon):
+  # The attack's calibration is the training app's: same z, q, T and C for
+  # the same N, B, epochs and budget (budget rules included).
+  n = 300
+  config = recipes.load(dataset)
+  config.epochs = 3
+  budget, = runner.budgets_from_config(config, [epsilon], n,
+                                       batch_size=batch_size)
+  config.dp.epsilon, config.batch_size = epsilon, batch_size
+  plan = fit.plan_privacy(config, n)
+  assert budget.noise_multiplier == plan.noise_multiplier
+  assert budget.sampling_rate == plan.sampling_rate == batch_size / n
+  assert budget.steps == plan.steps
+  assert budget.clip_norm == plan.clip_norm
+  with pytest.raises(ValueError, match=r'batch_size must lie in \[1, 300\]'):
+    runner.budgets_from_config(config, [epsilon], n, batch_size=n + 1)
+
+
+def test_budget_from_run_takes_the_runs_noise():
+  results = {'status': 'finished', 'epsilon_target': 8.0, 'delta': 1e-5,
+             'noise_multiplier': 0.9, 'clip_norm': 2.0,
+             'sampling_rate': 0.1, 'steps': 30, 'num_train_examples': 100}
+  budget = runner.budget_from_run(results, '/runs/a')
+  assert budget == runner.Budget(8.0, 1e-5, 0.9, 2.0, 0.1, 30, '/runs/a')
+  public = runner.budget_from_run(
+      dict(results, epsilon_target=math.inf, noise_multiplier=0.0,
+           clip_norm=None), '/runs/b')
+  assert not public.private and public.clip_norm is None
+  with pytest.raises(ValueError, match='interrupted'):
+    runner.budget_from_run(dict(results, status='interrupted'), '/runs/a')
+  with pytest.raises(ValueError, match='no noise_multiplier'):
+    runner.budget_from_run({k: v for k, v in results.items()
+                            if k != 'noise_multiplier'}, '/runs/a')
+
+
+def test_clip_example_bounds_the_whole_gradients_norm():
   grads = [tf.fill([100, 100], 1.0), tf.fill([10], 2.0)]
-  generator = tf.random.Generator.from_seed(0)
-  no_noise = runner.Budget(8.0, 1e-5, 0.0, 0.5, 0.01, 10)
-  clipped = runner.privatize(grads, no_noise, generator)
   norm = math.sqrt(100 * 100 + 10 * 4)
-  np.testing.assert_allclose(clipped[0].numpy(), 0.5 / norm, rtol=1e-5)
-  np.testing.assert_allclose(clipped[1].numpy(), 1.0 / norm, rtol=1e-5)
-
-  noisy = runner.Budget(8.0, 1e-5, 4.0, 0.5, 0.01, 10)
-  released = runner.privatize(grads, noisy, generator)
-  residual = released[0].numpy() - clipped[0].numpy()
-  assert residual.std() == pytest.approx(4.0 * 0.5, rel=0.05)
-
+  budget = runner.Budget(8.0, 1e-5, 0.0, 0.5, 0.01, 10)
+  # Only part of the gradient is kept; its scale follows the whole norm.
+  clipped, = runner.clip_example(grads[1:], tf.constant(norm), budget)
+  np.testing.assert_allclose(clipped.numpy(), 2.0 * 0.5 / norm, rtol=1e-5)
+  small, = runner.clip_example(grads[1:], tf.constant(0.25), budget)
+  np.testing.assert_array_equal(small.numpy(), grads[1].numpy())
   public = runner.Budget(math.inf, 1e-5, 0.0, None, 0.01, 10)
-  unchanged = runner.privatize(grads, public, generator)
-  np.testing.assert_array_equal(unchanged[1].numpy(), grads[1].numpy())
+  same, = runner.clip_example(grads[1:], tf.constant(norm), public)
+  np.testing.assert_array_equal(same.numpy(), grads[1].numpy())
+
+
+def test_privatize_adds_noise_to_the_sum_then_divides_by_the_batch():
+  generator = tf.random.Generator.from_seed(0)
+  clipped_sum = [tf.fill([200, 200], 3.0)]
+  noisy = runner.Budget(8.0, 1e-5, 4.0, 0.5, 0.01, 10)
+  released, = runner.privatize(clipped_sum, noisy, generator, batch_size=4)
+  # Mean 3 / 4, standard deviation z * C / B = 0.5 over 40,000 draws: the
+  # sample std is within 5% with probability 1 - 1e-200 or so.
+  assert released.numpy().mean() == pytest.approx(0.75, abs=0.02)
+  assert released.numpy().std() == pytest.approx(4.0 * 0.5 / 4, rel=0.05)
+  public = runner.Budget(math.inf, 1e-5, 0.0, None, 0.01, 10)
+  mean, = runner.privatize(clipped_sum, public, generator, batch_size=4)
+  np.testing.assert_array_equal(mean.numpy(), 0.75)
+
+
+def _with_brightness(images, means):
+  """Images shifted and scaled to the given mean brightness, in [0, 1]."""
+  out = []
+  for image, mean in zip(images, means):
+    image = (image - image.mean()) * 0.3 + mean
+    out.append(np.clip(image, 0, 1))
+  return np.stack(out).astype(np.float32)
+
+
+def test_batch_gradient_recovers_images_in_distinct_bins(real_images):
+  # Ten Gaussian bins: thresholds at 0.18, 0.29, ..., 0.82. Mean brightness
+  # 0.24, 0.53 and 0.76 falls between different adjacent thresholds, so
+  # each image is isolated by a pair candidate 'bins i-(i+1)'.
+  images = _with_brightness(real_images['fundus'][5:8], [0.24, 0.53, 0.76])
+  model = imprint.imprint_model(_small_model(images.shape[1:]))
+  result = runner.run_attack(model, images, np.array([0, 1, 0]), NON_PRIVATE,
+                             batch_size=3)
+  assert result.errors('inf').max() < 1e-3
+  assert all(r.candidate.startswith('bins ') for r in result.records[:2])
+  clip_only = runner.Budget(1e30, 8e-7, 0.0, 1e-3, 3 / 2400, 9600)
+  clipped = runner.run_attack(model, images, np.array([0, 1, 0]),
+                              [clip_only], batch_size=3)
+  assert clipped.errors('1e+30').max() < 1e-3
+  assert clipped.summary()['1e+30']['batch_size'] == 3
+
+
+def test_batch_gradient_mixes_images_in_one_bin(real_images):
+  # Two unrelated images of the same brightness activate the same bins:
+  # every candidate mixes them, so at most one is recovered.
+  images = _with_brightness(real_images['ct'][[0, 7]], [0.4, 0.4])
+  model = imprint.imprint_model(_small_model(images.shape[1:]))
+  single = runner.run_attack(model, images, None, NON_PRIVATE)
+  assert single.errors('inf').max() < 1e-3
+  batch = runner.run_attack(model, images, None, NON_PRIVATE, batch_size=2)
+  assert batch.errors('inf').max() > 0.1
