@@ -54,8 +54,8 @@ from dp_medtf.risk.privacy_loss import PrivacyLoss
 
 # The two methods, by the names of their columns in every output.
 METHODS = {
-    'rero_exact': 'exact: lattice composition of the privacy loss (upper end '
-                  'of a bracket, error = its width)',
+    'rero_exact': 'exact ReRo by lattice composition of the privacy loss '
+                  '(upper end of a bracket, error = its width)',
     'rero_edgeworth': 'five-cumulant Edgeworth expansion of the summed '
                       'privacy loss, the method the paper used',
 }
