@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded demo, on one CPU machine:
-# train sweep (budgets x seeds) -> reconstruction attack -> Table 3 + figure.
+# train sweep (budgets x seeds) -> reconstruction attack on the trained runs'
+# settings -> Table 3 + figure.
 set -euo pipefail
 
 usage() {
@@ -41,7 +42,20 @@ here="$(cd "$(dirname "$0")" && pwd)"
 "${python}" "${here}/sweep.py" --dataset=demo --epsilons="${epsilons}" \
   --seeds="${seeds}" --sweep_dir="${sweep_dir}" --skip_finished \
   --extra_flags="${train_flags[*]}"
-"${python}" -m dp_medtf.attack --dataset=demo --epsilon="${epsilons}" \
-  --num_images="${num_images}" --workdir="${sweep_dir}/demo/attack"
+# The attack column of Table 3 at each trained run's own N, q, T, z and C:
+# one finished run per budget (the first seed's), with the runs' overrides.
+first_seed="${seeds%%,*}"
+run_dirs=()
+for run in "${sweep_dir}"/demo/eps*_seed"${first_seed}"; do
+  if [[ -f "${run}/results.json" ]]; then run_dirs+=("${run}"); fi
+done
+if [[ ${#run_dirs[@]} -eq 0 ]]; then
+  echo "error: no finished run of seed ${first_seed} in ${sweep_dir}/demo" >&2
+  exit 1
+fi
+"${python}" -m dp_medtf.attack --dataset=demo \
+  --run_dir="$(IFS=,; echo "${run_dirs[*]}")" \
+  --num_images="${num_images}" --workdir="${sweep_dir}/demo/attack" \
+  "${train_flags[@]}"
 "${python}" -m dp_medtf.report --sweep_dir="${sweep_dir}" \
   --output_dir="${sweep_dir}/report"
