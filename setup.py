@@ -17,6 +17,8 @@ setuptools.setup(
         'tensorflow-probability==0.22.1',
         'dp-accounting==0.4.3',
         'tensorflow-datasets==4.9.10',
+        # Prepared datasets (dp_medtf.data.prepare): ArrayRecord shards.
+        'array-record==0.8.6',
         # Newer tensorflow-metadata needs protobuf 5 and breaks TFDS.
         'tensorflow-metadata==1.17.3',
         'protobuf==4.25.9',
