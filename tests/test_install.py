@@ -157,8 +157,8 @@ def saved_models(tmp_path_factory):
   resnet = models.build({'name': 'resnet9', 'width': 8}, (16, 16, 3), 2)
   built = {
       'resnet9': (resnet, (2, 16, 16, 3)),
-      'unet3d': (models.build({'name': 'unet3d', 'width': 4}, (8, 16, 16, 1),
-                              3), (1, 8, 16, 16, 1)),
+      'unet3d': (models.build({'name': 'unet3d', 'width': 4, 'levels': 3},
+                              (8, 16, 16, 1), 3), (1, 8, 16, 16, 1)),
       'imprinted': (imprint.imprint_model(resnet, num_bins=3),
                     (2, 16, 16, 3)),
   }

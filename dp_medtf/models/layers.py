@@ -111,6 +111,89 @@ class CentredConv3DTranspose(_Centred, tf.keras.layers.Conv3DTranspose):
       return super().call(inputs)
 
 
+@tf.keras.utils.register_keras_serializable(package='dp_medtf')
+class ReflectionPadding(tf.keras.layers.Layer):
+  """Reflect-pads the spatial axes of channels-last inputs.
+
+  As numpy's 'reflect' mode (the edge is not repeated), built from slices
+  and reversals so that tf.vectorized_map batches it (MirrorPad has no
+  vectorized form).
+
+  Args:
+    padding: one (before, after) pair per spatial axis, each at most the
+      axis' size - 1.
+    **kwargs: passed to Layer.
+
+  Example:
+
+    >>> ReflectionPadding([(0, 1)])(tf.constant([[[1.], [2.], [3.]]]))[0, :, 0]
+    <tf.Tensor: shape=(4,), dtype=float32, numpy=array([1., 2., 3., 2.], ...)>
+  """
+
+  def __init__(self, padding, **kwargs):
+    super().__init__(**kwargs)
+    self.padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+
+  def call(self, inputs):
+    x = inputs
+    for axis, (before, after) in enumerate(self.padding, start=1):
+      size = x.shape[axis]
+      if max(before, after) >= size:
+        raise ValueError(f'Layer {self.name}: padding {(before, after)} '
+                         f'needs an axis longer than {max(before, after)}, '
+                         f'got {size}.')
+      parts = [x]
+      if before:
+        parts.insert(0, tf.reverse(_axis_slice(x, axis, 1, before + 1),
+                                   [axis]))
+      if after:
+        parts.append(tf.reverse(
+            _axis_slice(x, axis, size - 1 - after, size - 1), [axis]))
+      x = tf.concat(parts, axis) if len(parts) > 1 else x
+    return x
+
+  def compute_output_shape(self, input_shape):
+    shape = list(tf.TensorShape(input_shape))
+    for axis, (before, after) in enumerate(self.padding, start=1):
+      if shape[axis] is not None:
+        shape[axis] += before + after
+    return tf.TensorShape(shape)
+
+  def get_config(self):
+    return {**super().get_config(), 'padding': self.padding}
+
+
+def _axis_slice(x: tf.Tensor, axis: int, start: int, stop: int) -> tf.Tensor:
+  index = [slice(None)] * x.shape.rank
+  index[axis] = slice(start, stop)
+  return x[tuple(index)]
+
+
+@tf.keras.utils.register_keras_serializable(package='dp_medtf')
+class BinaryLogits(tf.keras.layers.Layer):
+  """Maps one logit z [..., 1] (the log-odds of class 1) to [0, z] [..., 2].
+
+  softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)], so the softmax
+  cross-entropy of these logits is the sigmoid cross-entropy of z, and
+  argmax predicts class 1 exactly when z > 0: a single-logit head trains and
+  evaluates through the two-class loss and metrics unchanged.
+
+  Example:
+
+    >>> BinaryLogits()(tf.constant([[-1.5]]))
+    <tf.Tensor: shape=(1, 2), dtype=float32, numpy=array([[ 0. , -1.5]], ...)>
+  """
+
+  def call(self, inputs):
+    if inputs.shape[-1] != 1:
+      raise ValueError(f'Layer {self.name}: needs one logit, got '
+                       f'{inputs.shape[-1]}.')
+    return tf.concat([tf.zeros_like(inputs), inputs], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    return tf.TensorShape(input_shape)[:-1].concatenate([2])
+
+
 CENTRED_CONVS = (CentredConv2D, CentredConv3D, CentredConv2DTranspose,
                  CentredConv3DTranspose)
 

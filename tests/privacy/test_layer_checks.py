@@ -147,7 +147,7 @@ REJECTED_EVERYWHERE = {
         r"Layer 'mid' \(RunningMean\) updates its non-trainable variable"),
     'wideresnet_batch_norm': (
         lambda: models.build({'name': 'wideresnet', 'depth': 10,
-                              'widen_factor': 1, 'norm': 'batch'},
+                              'width': 16, 'norm': 'batch'},
                              (8, 8, 1), 3),
         r"Layer 'group1_block1_norm1' \(BatchNormalization\) uses batch"),
 }
@@ -234,9 +234,9 @@ ACCEPTED = {
     'resnet9': lambda: models.build({'name': 'resnet9', 'width': 2},
                                     (16, 16, 3), 3),
     'wideresnet_group_norm': lambda: models.build(
-        {'name': 'wideresnet', 'depth': 10, 'widen_factor': 1}, (8, 8, 1), 3),
-    'unet2d_small': lambda: models.build({'name': 'unet3d', 'width': 2},
-                                         (8, 8, 1), 3),
+        {'name': 'wideresnet', 'depth': 10, 'width': 16}, (8, 8, 1), 3),
+    'unet2d_small': lambda: models.build(
+        {'name': 'unet3d', 'width': 2, 'levels': 2}, (9, 8, 1), 3),
     'scaled_tanh': lambda: _dense_model(lambda n: ScaledTanh(name=n)),
     'frozen_batch_norm': _frozen_bn,
     'dropout': lambda: _dense_model(lambda n: L.Dropout(0.5, name=n)),
