@@ -35,7 +35,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_examples = 8_112
   config.input_shape = (224, 224, 3)
   config.num_classes = 2
-  config.model = ml_collections.ConfigDict(dict(name='resnet9', width=64))
+  # centre_weights: weight-centred convolutions, as the paper's authors.
+  # single_logit: their one-logit head (the log-odds of class 1, sigmoid
+  # cross-entropy) instead of two softmax logits.
+  config.model = ml_collections.ConfigDict(dict(
+      name='resnet9', width=64, centre_weights=True, single_logit=False))
   config.optimizer = 'nadam'
   config.learning_rate = 2e-3
   config.batch_size = 2048
