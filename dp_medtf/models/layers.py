@@ -24,9 +24,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
 
+from keras.src.utils import conv_utils
 import tensorflow as tf
 
 
@@ -77,38 +77,48 @@ class CentredConv3D(_Centred, tf.keras.layers.Conv3D):
     return super().convolution_op(inputs, centre_kernel(kernel))
 
 
-@contextlib.contextmanager
-def _kernel_replaced(layer, kernel: tf.Tensor):
-  """layer.kernel reads `kernel` inside the block.
+class _CentredTranspose(_Centred):
+  """Mixin for Keras' transposed convolutions, whose call() reads self.kernel
+  directly (there is no convolution_op to override): the same computation,
+  channels_last and undilated, on the centred kernel."""
 
-  Keras' transposed convolutions read self.kernel in call() (there is no
-  convolution_op to override). The attribute is swapped without Keras'
-  attribute tracking, so the layer's weight lists are untouched.
-  """
-  raw = layer.kernel
-  object.__setattr__(layer, 'kernel', kernel)
-  try:
-    yield
-  finally:
-    object.__setattr__(layer, 'kernel', raw)
+  def build(self, input_shape):
+    if self.data_format != 'channels_last' or any(
+        d != 1 for d in self.dilation_rate):
+      raise ValueError(f'Layer {self.name} ({type(self).__name__}): only '
+                       'channels_last and dilation_rate 1 are supported.')
+    super().build(input_shape)
+
+  def call(self, inputs):
+    shape = tf.shape(inputs)
+    rank = len(self.kernel_size)
+    output_padding = self.output_padding or (None,) * rank
+    spatial = [conv_utils.deconv_output_length(
+        inputs.shape[i + 1] if inputs.shape[i + 1] is not None else
+        shape[i + 1], self.kernel_size[i], padding=self.padding,
+        output_padding=output_padding[i], stride=self.strides[i])
+               for i in range(rank)]
+    outputs = tf.nn.conv_transpose(
+        inputs, centre_kernel(self.kernel),
+        tf.stack([shape[0], *spatial, self.filters]), self.strides,
+        padding=self.padding.upper())
+    outputs.set_shape(self.compute_output_shape(inputs.shape))
+    if self.use_bias:
+      outputs = tf.nn.bias_add(outputs, self.bias)
+    return self.activation(outputs) if self.activation is not None else (
+        outputs)
 
 
 @tf.keras.utils.register_keras_serializable(package='dp_medtf')
-class CentredConv2DTranspose(_Centred, tf.keras.layers.Conv2DTranspose):
+class CentredConv2DTranspose(_CentredTranspose,
+                             tf.keras.layers.Conv2DTranspose):
   """Conv2DTranspose on its kernel centred per input channel."""
 
-  def call(self, inputs):
-    with _kernel_replaced(self, centre_kernel(self.kernel)):
-      return super().call(inputs)
-
 
 @tf.keras.utils.register_keras_serializable(package='dp_medtf')
-class CentredConv3DTranspose(_Centred, tf.keras.layers.Conv3DTranspose):
+class CentredConv3DTranspose(_CentredTranspose,
+                             tf.keras.layers.Conv3DTranspose):
   """Conv3DTranspose on its kernel centred per input channel."""
-
-  def call(self, inputs):
-    with _kernel_replaced(self, centre_kernel(self.kernel)):
-      return super().call(inputs)
 
 
 @tf.keras.utils.register_keras_serializable(package='dp_medtf')

@@ -21,6 +21,9 @@ CENTRED = [
      dict(filters=3, kernel_size=3, padding='same')),
     (layers.CentredConv2DTranspose, L.Conv2DTranspose, (3, 3, 2),
      dict(filters=4, kernel_size=3, strides=2, padding='same')),
+    (layers.CentredConv2DTranspose, L.Conv2DTranspose, (3, 4, 2),
+     dict(filters=2, kernel_size=3, strides=2, output_padding=1,
+          activation='tanh')),
     (layers.CentredConv3DTranspose, L.Conv3DTranspose, (2, 3, 3, 3),
      dict(filters=2, kernel_size=2, strides=2, use_bias=False)),
 ]
@@ -64,6 +67,12 @@ def test_centred_conv_is_the_plain_conv_of_the_centred_kernel(
 def test_centred_conv_refuses_a_single_entry_slice():
   with pytest.raises(ValueError, match='centred_single.*plain convolution'):
     layers.CentredConv2D(3, 1, name='centred_single')(tf.ones([1, 4, 4, 1]))
+
+
+def test_centred_transpose_refuses_dilation():
+  with pytest.raises(ValueError, match='centred_dilated.*dilation_rate 1'):
+    layers.CentredConv2DTranspose(2, 3, dilation_rate=2,
+                                  name='centred_dilated')(tf.ones([1, 4, 4, 2]))
 
 
 def test_conv_class():
