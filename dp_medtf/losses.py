@@ -5,7 +5,7 @@ Example:
 
   >>> labels = tf.zeros([2, 4, 4, 4], tf.int32)
   >>> logits = tf.zeros([2, 4, 4, 4, 3])
-  >>> segmentation_loss(labels, logits).shape
+  >>> dice_loss(labels, logits).shape
   TensorShape([2])
 """
 
@@ -17,21 +17,63 @@ import tensorflow as tf
 
 PerViewLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
+# Added to the Dice denominator only, as in the paper authors' f_score
+# (dptraining/utils/loss.py): an absent class that is not predicted scores 0.
+DICE_EPSILON = 1e-5
 
-def classification_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-  """Softmax cross-entropy [n] from integer labels [n] and logits [n, K]."""
-  return tf.keras.losses.sparse_categorical_crossentropy(
+
+def classification_loss(labels: tf.Tensor, logits: tf.Tensor,
+                        class_weights: Sequence[float] | None = None
+                        ) -> tf.Tensor:
+  """Softmax cross-entropy [n] from integer labels [n] and logits [n, K].
+
+  Args:
+    labels: int labels [n].
+    logits: [n, K].
+    class_weights: each example's loss is multiplied by the weight of its
+      label (not normalised, as in the authors' code); None: unweighted.
+
+  Returns:
+    The loss of each view, [n].
+
+  Example:
+
+    >>> classification_loss(tf.constant([1]), tf.zeros([1, 2]), (0.1, 0.9))
+    <tf.Tensor: shape=(1,), dtype=float32, numpy=array([0.6238325]...)>
+  """
+  ce = tf.keras.losses.sparse_categorical_crossentropy(
       labels, logits, from_logits=True)
+  if class_weights:
+    ce *= tf.gather(tf.constant(class_weights, ce.dtype), labels)
+  return ce
 
 
-def soft_dice_loss(labels: tf.Tensor, logits: tf.Tensor,
-                   smooth: float = 1.0) -> tf.Tensor:
-  """1 - mean over classes of the soft Dice of each view [n].
+def dice_loss(labels: tf.Tensor, logits: tf.Tensor,
+              class_weights: Sequence[float] | None = None) -> tf.Tensor:
+  """1 - the (weighted) mean over classes of each view's soft Dice [n].
+
+  The paper authors' Dice loss (f_score with as_loss_fn=True in
+  dptraining/utils/loss.py): softmax probabilities p, one-hot truth g, for
+  every class c, background included, over all voxels of the view,
+
+    dice_c = 2 sum(p_c g_c) / (sum(p_c) + sum(g_c) + 1e-5),
+
+  and loss = 1 - sum_c w_c dice_c / sum_c w_c (numpy.average: the weights
+  are normalised by their sum; without weights, the plain mean).
 
   Args:
     labels: int label maps [n, *spatial].
     logits: [n, *spatial, num_classes].
-    smooth: added to numerator and denominator (empty classes score 1).
+    class_weights: one weight per class (the paper's weighted loss:
+      background 0.1, liver 0.4, tumour 0.5); None: equal weights.
+
+  Returns:
+    The loss of each view, [n].
+
+  Example:
+
+    >>> dice_loss(tf.constant([[0, 1]]), 50.0 * tf.eye(2)[None])
+    <tf.Tensor: shape=(1,), dtype=float32, numpy=array([4.9...e-06]...)>
   """
   num_classes = logits.shape[-1]
   # exp(log_softmax): under tf.vectorized_map a 3D volume's logits become
@@ -41,40 +83,32 @@ def soft_dice_loss(labels: tf.Tensor, logits: tf.Tensor,
   axes = list(range(1, len(logits.shape) - 1))
   overlap = tf.reduce_sum(probs * truth, axes)
   total = tf.reduce_sum(probs, axes) + tf.reduce_sum(truth, axes)
-  dice = (2.0 * overlap + smooth) / (total + smooth)
-  return 1.0 - tf.reduce_mean(dice, axis=-1)
-
-
-def segmentation_loss(labels: tf.Tensor, logits: tf.Tensor,
-                      class_weights: Sequence[float] | None = None
-                      ) -> tf.Tensor:
-  """Soft Dice plus (class-weighted) voxel cross-entropy, per view [n].
-
-  Args:
-    labels: int label maps [n, *spatial].
-    logits: [n, *spatial, num_classes].
-    class_weights: weight of each class in the cross-entropy (the paper's
-      weighted loss: background 0.1, liver 0.4, tumour 0.5); None: equal.
-  """
-  ce = tf.keras.losses.sparse_categorical_crossentropy(
-      labels, logits, from_logits=True)
-  if class_weights:
-    ce *= tf.gather(tf.constant(class_weights, ce.dtype), labels)
-  axes = list(range(1, len(ce.shape)))
-  return soft_dice_loss(labels, logits) + tf.reduce_mean(ce, axes)
+  dice = 2.0 * overlap / (total + DICE_EPSILON)
+  if not class_weights:
+    return 1.0 - tf.reduce_mean(dice, axis=-1)
+  weights = tf.constant(class_weights, dice.dtype)
+  return 1.0 - tf.reduce_sum(dice * weights, -1) / tf.reduce_sum(weights)
 
 
 def for_task(task: str, class_weights: Sequence[float] = ()) -> PerViewLoss:
   """The per-view loss of a recipe's task.
 
   Args:
-    task: 'classification' or 'segmentation'.
-    class_weights: segmentation cross-entropy weights (empty: equal).
+    task: 'classification' (cross-entropy) or 'segmentation' (Dice loss).
+    class_weights: one weight per class (empty: unweighted).
+
+  Returns:
+    A function (labels, logits) -> loss per view [n].
+
+  Raises:
+    ValueError: for an unknown task.
   """
+  weights = tuple(float(w) for w in class_weights) or None
   if task == 'classification':
-    return classification_loss
+    if weights is None:
+      return classification_loss
+    return lambda labels, logits: classification_loss(labels, logits, weights)
   if task == 'segmentation':
-    weights = tuple(class_weights) or None
-    return lambda labels, logits: segmentation_loss(labels, logits, weights)
+    return lambda labels, logits: dice_loss(labels, logits, weights)
   raise ValueError(f"Unknown task {task!r}; choose 'classification' or "
                    "'segmentation'.")
