@@ -209,28 +209,56 @@ def _epoch_plan(plan: PrivacyPlan, num_train: int, seed: int, epoch: int,
 
 
 def evaluate(model: tf.keras.Model, split, normalizer: pipeline.Normalizer,
-             config: ml_collections.ConfigDict) -> dict[str, float]:
+             config: ml_collections.ConfigDict,
+             soft_dice: bool = False) -> dict[str, float]:
   """The recipe's metrics on a split.
 
   Classification: MCC and accuracy. Segmentation: the mean over volumes of
   each foreground class's Dice ('dice_<class name>').
+
+  Args:
+    model: the model.
+    split: the data split.
+    normalizer: the run's input standardisation.
+    config: the recipe.
+    soft_dice: segmentation only: also 'soft_dice', the mean over volumes of
+      the soft Dice (softmax probabilities) averaged over all classes,
+      background included, unweighted: 1 - losses.dice_loss. This is the
+      paper authors' model-selection metric (fscore_avg).
+
+  Returns:
+    Metric name -> value.
   """
-  predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1))
-  truth, pred = [], []
+  segmentation = task_of(config) == 'segmentation'
+  dice_loss = losses.for_task('segmentation')
+
+  @tf.function
+  def predict(x, y):
+    logits = model(x, training=False)
+    soft = (1.0 - dice_loss(y, logits) if soft_dice and segmentation else
+            tf.zeros([tf.shape(x)[0]]))
+    return tf.argmax(logits, -1), soft
+
+  truth, pred, soft = [], [], []
   for x, y in pipeline.eval_dataset(split, normalizer,
                                     int(config.eval_batch_size)):
     truth.append(y.numpy())
-    pred.append(predict(x).numpy())
+    p, d = predict(x, y)
+    pred.append(p.numpy())
+    soft.append(d.numpy())
   truth, pred = np.concatenate(truth), np.concatenate(pred)
   num_classes = int(config.num_classes)
-  if task_of(config) == 'classification':
+  if not segmentation:
     return {'mcc': metrics.mcc(truth, pred, num_classes),
             'accuracy': float(np.mean(pred == truth))}
   dice = metrics.dice_per_class(truth, pred, num_classes)
   names = class_names(config)
-  return {f'dice_{names[c]}': float(np.nanmean(dice[:, c]))
-          if np.isfinite(dice[:, c]).any() else 0.0
-          for c in range(1, num_classes)}
+  result = {f'dice_{names[c]}': float(np.nanmean(dice[:, c]))
+            if np.isfinite(dice[:, c]).any() else 0.0
+            for c in range(1, num_classes)}
+  if soft_dice:
+    result['soft_dice'] = float(np.mean(np.concatenate(soft)))
+  return result
 
 
 def task_of(config: ml_collections.ConfigDict) -> str:
@@ -249,6 +277,128 @@ def primary_metric(config: ml_collections.ConfigDict) -> str:
   if task_of(config) == 'classification':
     return 'mcc'
   return f'dice_{class_names(config)[1]}'
+
+
+def validation_metric_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The names `evaluate` can report on the validation split."""
+  if task_of(config) == 'classification':
+    return ['mcc', 'accuracy']
+  return [f'dice_{name}' for name in class_names(config)[1:]] + ['soft_dice']
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+  """A non-private run's early-stopping rule (the recipe's early_stopping).
+
+  Attributes:
+    metric: the validation metric watched.
+    mode: 'max' or 'min'.
+    patience: epochs without improvement after which training stops.
+    min_delta: an improvement must exceed this (absolute; 0.001 is the
+      paper's 0.1% of a metric in [0, 1]).
+  """
+  metric: str
+  mode: str
+  patience: int
+  min_delta: float
+
+
+def early_stopping_for(config: ml_collections.ConfigDict
+                       ) -> EarlyStopping | None:
+  """The recipe's early-stopping rule, or None when it is off.
+
+  Args:
+    config: the recipe, validated (recipes.validate refuses early stopping in
+      a private run).
+
+  Returns:
+    The rule; None when `early_stopping` is absent or its patience is 0.
+
+  Raises:
+    ValueError: naming the field, for a metric the run does not compute.
+
+  Example:
+
+    >>> config = recipes.load('ham10000', baseline=True)
+    >>> early_stopping_for(config)
+    EarlyStopping(metric='mcc', mode='max', patience=50, min_delta=0.001)
+  """
+  stopping = config.get('early_stopping')
+  if not stopping or not int(stopping.patience):
+    return None
+  metric = stopping.get('metric') or primary_metric(config)
+  names = validation_metric_names(config)
+  if metric not in names:
+    raise ValueError(f'--config.early_stopping.metric={metric!r} is not a '
+                     f'validation metric of this recipe; choose one of '
+                     f'{", ".join(names)} (empty: {primary_metric(config)}).')
+  return EarlyStopping(metric, str(stopping.mode), int(stopping.patience),
+                       float(stopping.min_delta))
+
+
+class EarlyStoppingState(tf.Module):
+  """The early-stopping counters; checkpointed, so a resumed run keeps them.
+
+  The paper authors' rule (StateDictObjectMetricTracker in
+  dptraining/utils/misc.py, cumulative_delta=True): the first epoch sets the
+  best value; an epoch improves when its value exceeds best + min_delta
+  (mode 'max'; below best - min_delta for 'min'), which resets the wait;
+  otherwise the wait grows, and training stops when it reaches the patience.
+  The model of the stopping epoch is kept (the authors test it; they do not
+  return to the best epoch).
+
+  Example:
+
+    >>> state = EarlyStoppingState(EarlyStopping('mcc', 'max', 2, 0.001))
+    >>> [state.update(e, v) for e, v in enumerate([0.5, 0.6, 0.6005, 0.6], 1)]
+    [False, False, False, True]
+    >>> state.best_epoch.numpy(), state.stopped_epoch.numpy()
+    (2, 4)
+  """
+
+  def __init__(self, rule: EarlyStopping):
+    super().__init__(name='early_stopping')
+    self.rule = rule
+    self.best = tf.Variable(math.nan, dtype=tf.float64, trainable=False)
+    self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.wait = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.stopped_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+  @property
+  def stopped(self) -> bool:
+    return int(self.stopped_epoch.numpy()) > 0
+
+  def update(self, epoch: int, value: float) -> bool:
+    """Records an epoch's validation value.
+
+    Args:
+      epoch: the epoch just finished, counted from 1.
+      value: its validation metric.
+
+    Returns:
+      Whether training stops now.
+    """
+    best, delta = float(self.best.numpy()), self.rule.min_delta
+    improved = math.isnan(best) or (value > best + delta
+                                    if self.rule.mode == 'max' else
+                                    value < best - delta)
+    if improved:
+      self.best.assign(value)
+      self.best_epoch.assign(epoch)
+      self.wait.assign(0)
+      return False
+    self.wait.assign_add(1)
+    if int(self.wait.numpy()) >= self.rule.patience:
+      self.stopped_epoch.assign(epoch)
+    return self.stopped
+
+  def to_dict(self) -> dict[str, Any]:
+    """The rule and its outcome, for results.json."""
+    return {**dataclasses.asdict(self.rule),
+            'best_epoch': int(self.best_epoch.numpy()) or None,
+            'best_value': (None if math.isnan(float(self.best.numpy())) else
+                           float(self.best.numpy())),
+            'stopped_epoch': int(self.stopped_epoch.numpy()) or None}
 
 
 def _strict_json(obj: Any) -> Any:
@@ -395,6 +545,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   history.json, TensorBoard, the console, model.keras) holds held-out
   metrics, epsilon and the ledger, never training-set statistics.
 
+  A non-private run whose recipe sets `early_stopping.patience` stops once
+  its validation metric has not improved for that many epochs
+  (EarlyStoppingState); the counters live in the checkpoint, and
+  results.json's `early_stopping` records the rule, the best epoch and the
+  stopping epoch. The model of the last epoch trained is the one tested.
+
   Args:
     config: the recipe, with flags already applied.
     workdir: output folder (created if missing).
@@ -407,6 +563,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Raises:
     FileExistsError: `workdir` holds a checkpoint and `resume` is False.
+    ValueError: naming the field, for a bad recipe (early stopping in a
+      private run among them).
     BudgetExceededError: the ledger plus the remaining steps would spend more
       than the target epsilon (for example, a resumed run with more epochs).
     NonFiniteError: a step made the weights NaN or infinite; the workdir
@@ -415,6 +573,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start = time.time()
   config = recipes.apply_budget_rules(config)
   recipes.validate(config)
+  stopping_rule = early_stopping_for(config)
   tf.io.gfile.makedirs(workdir)
   ckpt_dir = os.path.join(workdir, 'checkpoints')
   results_path = os.path.join(workdir, 'results.json')
@@ -478,6 +637,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     epoch_loss_sum=loss_sum, epoch_loss_count=loss_count)
   if mechanism is not None:
     trackables['mechanism_randomness'] = mechanism
+  stopping = None
+  if stopping_rule is not None:
+    stopping = EarlyStoppingState(stopping_rule)
+    trackables['early_stopping'] = stopping
   checkpoint = tf.train.Checkpoint(**trackables)
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
   history_path = os.path.join(workdir, 'history.json')
@@ -520,7 +683,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stop_after = int(config.stop_after_steps)
   sampling_key = mechanism.sampling_key() if mechanism else None
   for epoch in range(steps_done // plan.steps_per_epoch, int(config.epochs)):
-    if stop_after and steps_done >= stop_after:
+    if (stop_after and steps_done >= stop_after) or (
+        stopping is not None and stopping.stopped):
       break
     epoch_plan = [(s, c) for s, c in
                   _epoch_plan(plan, len(train), int(config.seed), epoch,
@@ -574,8 +738,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         stopped = steps_done < (epoch + 1) * plan.steps_per_epoch
         break
     epsilon = ledger.epsilon(plan.delta) if plan.private else math.inf
+    stop_early = False
     if not stopped:
-      val = evaluate(model, validation, normalizer, config)
+      val = evaluate(model, validation, normalizer, config,
+                     soft_dice=task_of(config) == 'segmentation' and
+                     stopping_rule is not None and
+                     stopping_rule.metric == 'soft_dice')
       progress.update(num_steps, [('epsilon', epsilon),
                                   (f'val_{metric}', val[metric])],
                       finalize=True)
@@ -590,13 +758,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           tf.summary.scalar(f'validation/{name}', value)
         tf.summary.scalar('privacy/epsilon_spent', epsilon)
       history.append(entry)
+      if stopping is not None:
+        stop_early = stopping.update(epoch + 1, val[stopping_rule.metric])
     save()
     write_json_atomic(history_path, history)
+    if stop_early:
+      print(f'Early stopping after epoch {epoch + 1}: validation '
+            f'{stopping_rule.metric} has not improved by more than '
+            f'{stopping_rule.min_delta:g} for {stopping_rule.patience} epochs '
+            f'(best {float(stopping.best.numpy()):.4g} at epoch '
+            f'{int(stopping.best_epoch.numpy())}).')
+      break
 
-  finished = steps_done >= plan.steps
+  finished = steps_done >= plan.steps or (stopping is not None and
+                                          stopping.stopped)
   save_release_model(model, os.path.join(workdir, 'model.keras'))
   results = {
       'dataset': config.dataset,
+      'recipe': config.get('recipe', config.dataset),
       'model': config.model.name,
       'engine': config.dp.engine if plan.private else 'non_private',
       'status': 'finished' if finished else 'interrupted',
@@ -612,6 +791,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'planned_steps': plan.steps,
       'privacy_ledger': ledger.to_dict(),
       'epochs': int(config.epochs),
+      'early_stopping': stopping.to_dict() if stopping is not None else None,
       'batch_size': plan.expected_batch_size,
       'physical_batch_size': plan.chunk_size,
       'num_train_examples': len(train),

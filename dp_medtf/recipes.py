@@ -17,28 +17,47 @@ import ml_collections
 DATASETS = ('demo', 'ham10000', 'radimagenet', 'msd_liver')
 
 
-def path(dataset: str) -> str:
+def path(dataset: str, baseline: bool = False) -> str:
   """The file path of a dataset's recipe.
 
   Args:
     dataset: one of DATASETS.
+    baseline: the non-private baseline recipe,
+      dp_medtf/configs/<dataset>_baseline.py, instead of the DP one.
 
   Returns:
-    The path of dp_medtf/configs/<dataset>.py as installed.
+    The path of dp_medtf/configs/<dataset>[_baseline].py as installed.
 
   Raises:
-    ValueError: for an unknown dataset.
+    ValueError: for an unknown dataset, or a baseline it does not have.
+
+  Example:
+
+    >>> path('ham10000', baseline=True).endswith('ham10000_baseline.py')
+    True
   """
   if dataset not in DATASETS:
     raise ValueError(
         f'Unknown dataset {dataset!r}; choose one of {", ".join(DATASETS)}.')
-  return str(importlib.resources.files('dp_medtf.configs') / f'{dataset}.py')
+  if baseline and not has_baseline(dataset):
+    raise ValueError(
+        f'--dataset={dataset} has no non-private baseline recipe (those with '
+        f'one: {", ".join(d for d in DATASETS if has_baseline(d))}).')
+  name = f'{dataset}_baseline' if baseline else dataset
+  return str(importlib.resources.files('dp_medtf.configs') / f'{name}.py')
 
 
-def load(dataset: str) -> ml_collections.ConfigDict:
-  """Loads a dataset's recipe by calling its get_config()."""
-  spec = importlib.util.spec_from_file_location(f'_recipe_{dataset}',
-                                                path(dataset))
+def has_baseline(dataset: str) -> bool:
+  """Whether dp_medtf/configs/<dataset>_baseline.py exists."""
+  return (importlib.resources.files('dp_medtf.configs') /
+          f'{dataset}_baseline.py').is_file()
+
+
+def load(dataset: str, baseline: bool = False) -> ml_collections.ConfigDict:
+  """Loads a dataset's recipe (or its baseline) by calling its get_config()."""
+  name = f'{dataset}_baseline' if baseline else dataset
+  spec = importlib.util.spec_from_file_location(f'_recipe_{name}',
+                                                path(dataset, baseline))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
@@ -84,11 +103,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not positive(norm):
       raise ValueError(f'--config.dp.clip_norms[{key}] must be positive and '
                        f'finite, got {norm:g}.')
-  for i, weight in enumerate(config.get('class_weights', ()) or ()):
-    weight = float(weight)
+  weights = [float(w) for w in config.get('class_weights', ()) or ()]
+  for i, weight in enumerate(weights):
     if math.isnan(weight) or not 0 <= weight < math.inf:
       raise ValueError(f'--config.class_weights[{i}] must be non-negative '
                        f'and finite, got {weight:g}.')
+  if weights and (len(weights) != int(config.num_classes) or
+                  sum(weights) <= 0):
+    raise ValueError(
+        f'--config.class_weights needs one weight per class '
+        f'({int(config.num_classes)}), not all zero; got {tuple(weights)}.')
+  _validate_early_stopping(config)
   for axis in ('flip_vertical', 'flip_horizontal'):
     check(f'augment.{axis}', lambda v: 0 <= v <= 1, 'a probability in [0, 1]')
   check('augment.multiplicity', lambda v: v >= 1 and integer(v),
@@ -109,6 +134,35 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f'--config.normalization.{name} must be '
             f'{"positive and " if name == "std" else ""}finite, got '
             f'{values}.')
+
+
+def _validate_early_stopping(config: ml_collections.ConfigDict) -> None:
+  """Checks `early_stopping` (absent or patience 0: off).
+
+  Raises:
+    ValueError: naming the field; for early stopping in a private run.
+  """
+  if not config.get('early_stopping'):
+    return
+  patience = _number(config, 'early_stopping.patience')
+  if not (patience >= 0 and float(patience).is_integer()):
+    raise ValueError('--config.early_stopping.patience must be a '
+                     f'non-negative integer (0: off), got {patience:g}.')
+  if not patience:
+    return
+  stopping = config.early_stopping
+  min_delta = _number(config, 'early_stopping.min_delta')
+  if not 0 <= min_delta < math.inf:
+    raise ValueError('--config.early_stopping.min_delta must be '
+                     f'non-negative and finite, got {min_delta:g}.')
+  if stopping.get('mode') not in ('max', 'min'):
+    raise ValueError("--config.early_stopping.mode must be 'max' or 'min', "
+                     f"got {stopping.get('mode')!r}.")
+  if not math.isinf(_number(config, 'dp.epsilon')):
+    raise ValueError(
+        '--config.early_stopping.patience > 0 needs --epsilon=inf: a private '
+        'run fixes its number of steps in advance for the accountant, and '
+        'validation metrics of private data are not private either.')
 
 
 def apply_budget_rules(config: ml_collections.ConfigDict

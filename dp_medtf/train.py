@@ -7,6 +7,8 @@ Usage:
   python -m dp_medtf.train --dataset=radimagenet --data_dir=/data/rin \\
       --epsilon=32 --workdir=/tmp/rin_eps32
   python -m dp_medtf.train --config=dp_medtf/configs/demo.py --config.epochs=3
+  python -m dp_medtf.train --dataset=ham10000 --data_dir=/data/ham \\
+      --baseline          # the paper's non-private baseline recipe
 
 --config defaults to dp_medtf/configs/<dataset>.py; any field can be overridden with
 --config.<field>=<value>. --epsilon, --delta and --seed override the recipe.
@@ -53,6 +55,11 @@ _TPU = flags.DEFINE_string('tpu', 'local', 'TPU name or address for '
                            '--strategy=tpu.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'The dataset folder in its '
                                 'original layout (not needed for the demo).')
+_BASELINE = flags.DEFINE_bool(
+    'baseline', False, 'Train the dataset\'s non-private baseline recipe '
+    '(dp_medtf/configs/<dataset>_baseline.py: the paper\'s non-private '
+    'model, with early stopping) instead of its DP recipe; --epsilon must be '
+    'inf or left out.')
 
 
 def _dataset_from_argv(argv: list[str]) -> str:
@@ -65,18 +72,36 @@ def _dataset_from_argv(argv: list[str]) -> str:
   return 'demo'
 
 
-def set_default_config(argv: list[str]) -> None:
-  """Points --config at dp_medtf/configs/<dataset>.py unless it was given.
+def _baseline_from_argv(argv: list[str]) -> bool:
+  """Whether argv sets --baseline, read before flags are parsed."""
+  value = False
+  for arg in argv:
+    if arg == '--baseline':
+      value = True
+    elif arg == '--nobaseline':
+      value = False
+    elif arg.startswith('--baseline='):
+      value = arg.split('=', 1)[1].lower() in ('true', 't', '1', 'yes')
+  return value
 
-  Exits with a one-line usage error when a --config.<field> override names a
-  field the recipe lacks (absl reads the file while setting the default).
+
+def set_default_config(argv: list[str]) -> None:
+  """Points --config at the dataset's recipe unless it was given.
+
+  The recipe is dp_medtf/configs/<dataset>.py, or <dataset>_baseline.py with
+  --baseline. Exits with a one-line usage error when a --config.<field>
+  override names a field the recipe lacks (absl reads the file while setting
+  the default), or when the dataset has no baseline recipe.
   """
   if any(a == '--config' or a.startswith('--config=') for a in argv):
     return
   dataset = _dataset_from_argv(argv)
   if dataset in recipes.DATASETS:
     try:
-      FLAGS.set_default('config', recipes.path(dataset))
+      FLAGS.set_default('config', recipes.path(
+          dataset, baseline=_baseline_from_argv(argv)))
+    except ValueError as e:  # No baseline recipe.
+      cli.error(f'--baseline: {e}', cli.USAGE_EXIT)
     except (AttributeError, KeyError) as e:  # A --config.<field> override.
       cli.error(cli.unknown_field_message(e, argv), cli.USAGE_EXIT)
 
@@ -132,7 +157,13 @@ def load_config():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _BASELINE.value and FLAGS['config'].present:
+    raise app.UsageError('--baseline picks the recipe; give either --baseline '
+                         'or --config.')
   config = resolve_config(load_config())
+  if _BASELINE.value and not math.isinf(config.dp.epsilon):
+    raise app.UsageError('--baseline trains without privacy; --epsilon must '
+                         f'be inf or left out, got {_EPSILON.value}.')
   data_dir = _DATA_DIR.value or ''
   if config.dataset != 'demo':
     if not data_dir:

@@ -114,6 +114,7 @@ def test_non_private_demo_learns(tmp_path):
   assert results['noise_multiplier'] == 0.0
   assert results['engine'] == 'non_private'
   assert results['randomness'] is None
+  assert results['recipe'] == 'demo' and results['early_stopping'] is None
   assert results['metrics']['mcc'] >= 0.5
   # The non-private baseline may report its training loss.
   assert all(h['loss'] > 0 for h in results['history'])
@@ -146,6 +147,12 @@ def test_dp_demo_at_epsilon_8_learns(tmp_path):
      '--config.normalization.fit_on_data'),
     (['--config.dp.engine=tf_privacy'],
      '--config.dp.insecure_seeded_randomness'),
+    # Early stopping only without privacy: the demo's epsilon is 8.
+    (['--config.early_stopping.patience=3'],
+     '--config.early_stopping.patience'),
+    (['--baseline'], '--baseline'),  # The demo has no baseline recipe.
+    (['--dataset=ham10000', '--baseline', '--epsilon=8'], '--baseline'),
+    (['--baseline', '--config=dp_medtf/configs/demo.py'], '--baseline'),
 ])
 def test_bad_flags_exit_non_zero_naming_the_flag(flags, named, tmp_path):
   proc = _train(*flags, f'--workdir={tmp_path}', timeout=120)

@@ -68,6 +68,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.budget_rules = (
       dict(above=20.0, set={'augment.flip_vertical': 0.5}),
   )
+  # Early stopping: non-private runs only (patience 0: off). metric ''
+  # watches the validation MCC (classification) or first foreground Dice.
+  config.early_stopping = ml_collections.ConfigDict(dict(
+      patience=0, min_delta=0.001, metric='', mode='max'))
+  # The paper's sweep (Table 3; launch/sweep.py's defaults): these budgets,
+  # inf being the non-private baseline recipe (ham10000_baseline.py), times
+  # the seeds of the authors' README.
+  config.sweep = ml_collections.ConfigDict(dict(
+      epsilons=(1.0, 8.0, 20.0, 1e9, float('inf')),
+      seeds=(10, 11, 100, 101, 110)))
   config.seed = 0
   config.jit_compile = False  # XLA: needed on TPU, slower on CPU.
   config.checkpoint_every_steps = 0  # 0: at the end of each epoch.

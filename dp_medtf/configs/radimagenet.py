@@ -66,6 +66,16 @@ def get_config() -> ml_collections.ConfigDict:
       # NOT private; tests and debugging only).
       insecure_seeded_randomness=False))
   config.budget_rules = ()
+  # Early stopping: non-private runs only (patience 0: off). metric ''
+  # watches the validation MCC (classification) or first foreground Dice.
+  config.early_stopping = ml_collections.ConfigDict(dict(
+      patience=0, min_delta=0.001, metric='', mode='max'))
+  # The paper's sweep (Table 3; launch/sweep.py's defaults): these budgets,
+  # inf being the non-private baseline recipe (radimagenet_baseline.py), times
+  # the seeds of the authors' README.
+  config.sweep = ml_collections.ConfigDict(dict(
+      epsilons=(1.0, 8.0, 32.0, 1e12, float('inf')),
+      seeds=(10, 11, 100, 101, 110)))
   config.seed = 0
   config.jit_compile = False  # XLA: needed on TPU, slower on CPU.
   config.checkpoint_every_steps = 0  # 0: at the end of each epoch.
