@@ -152,6 +152,10 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
   rows = []
   for (dataset, eps), runs in sorted(finished.items()):
     runs.sort(key=lambda r: r[0])
+    used = sorted({str(r.get('recipe', dataset)) for _, r in runs})
+    if len(used) > 1:
+      problems.append(f'{dataset} eps={epsilon_text(eps)}: runs of different '
+                      f'recipes ({", ".join(used)}) are averaged together')
     names = sorted(runs[0][1]['metrics'])
     rows.append(Row(dataset, eps, [s for s, _ in runs],
                     {m: [float(r['metrics'][m]) for _, r in runs]
@@ -164,6 +168,12 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
 
 
 def _add_p_values(rows: list[Row]) -> None:
+  """Student's t-test of each budget against its dataset's inf row.
+
+  The inf row holds the non-private runs: the dataset's baseline recipe when
+  the sweep trained it (launch/sweep.py does for epsilon inf), as the
+  paper's Table 3 compares each budget with its non-private baseline.
+  """
   baseline = {r.dataset: r for r in rows if math.isinf(r.epsilon)}
   for row in rows:
     base = baseline.get(row.dataset)
@@ -231,8 +241,9 @@ def to_markdown(rows: list[Row], problems: list[str]) -> str:
            '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(c) + ' |' for c in cells]
   lines.append('')
-  lines.append('Metrics: mean ± sample std over seeds; p: two-sided Student\'s '
-               't-test against the non-private runs.')
+  lines.append('Metrics: mean ± sample std over seeds; p: two-sided '
+               'Student\'s t-test against the non-private baseline runs '
+               '(epsilon inf) of the same dataset.')
   lines.append('ReRo by two methods: ' + '; '.join(
       f'{method}: {text}' for method, text in risk.METHODS.items()) + '.')
   if problems:

@@ -1,14 +1,20 @@
 r"""Trains one model per (privacy budget, seed) pair, one workdir per run.
 
-The paper's sweep: every budget in --epsilons times the seeds 10, 11, 100, 101
-and 110. Each run writes to <sweep_dir>/<dataset>/eps<epsilon>_seed<seed>/ and
+By default the dataset recipe's `sweep`: the paper's budgets for that dataset
+(Table 3; e.g. RadImageNet 1, 8, 32, 1e12 and inf) times the seeds 10, 11,
+100, 101 and 110 of the paper authors' README. --epsilons and --seeds replace
+them. A budget of inf trains the dataset's non-private baseline recipe
+(train --baseline: dp_medtf/configs/<dataset>_baseline.py) where it has one,
+as the paper's non-private rows do; the demo's inf runs its own recipe
+without noise. Each run writes to
+<sweep_dir>/<dataset>/eps<epsilon>_seed<seed>/ and
 the sweep's own record, <sweep_dir>/sweep.json, holds each run's command,
 workdir, return code and status. A failed run is recorded and the sweep goes
 on; the sweep exits non-zero when any run failed.
 
 Usage:
 
-  # Print the 25 commands of the demo sweep.
+  # Print the 20 commands of the demo sweep.
   python launch/sweep.py --dataset=demo --sweep_dir=/tmp/sweep --dry_run
 
   # Run them here, one subprocess after another.
@@ -50,11 +56,10 @@ from dp_medtf import recipes
 
 LAUNCHERS = ('local', 'gpu', 'tpu')
 DATASETS = recipes.DATASETS
-DEFAULT_EPSILONS = '1,8,32,1e9,inf'
-DEFAULT_SEEDS = '10,11,100,101,110'
 LAUNCH_DIR = os.path.dirname(os.path.abspath(__file__))
 # Flags the sweep sets for every run itself; --extra_flags may not repeat them.
-_RESERVED_TRAIN_FLAGS = ('dataset', 'epsilon', 'seed', 'workdir', 'data_dir')
+_RESERVED_TRAIN_FLAGS = ('dataset', 'epsilon', 'seed', 'workdir', 'data_dir',
+                         'baseline', 'nobaseline')
 _LOG_TAIL_CHARS = 3000
 
 # Runs a command with its output going to a log file; returns the exit code.
@@ -103,6 +108,7 @@ class Run:
   workdir: str
   command: list[str]
   log: str
+  recipe: str = ''  # <dataset> or <dataset>_baseline.
   status: str = 'pending'  # pending|running|succeeded|failed|skipped
   returncode: int | None = None
   wall_seconds: float | None = None
@@ -229,10 +235,7 @@ def check_extra_flags(extra_flags: Sequence[str]) -> None:
   Raises:
     SweepError: when one of them sets a flag that the sweep sets.
   """
-  for flag in extra_flags:
-    if not flag.startswith('-'):
-      continue  # The value of a '--flag value' pair.
-    name = flag.lstrip('-').split('=', 1)[0]
+  for name in _flag_names(extra_flags):
     if name in _RESERVED_TRAIN_FLAGS:
       raise SweepError(f'--extra_flags may not set --{name}; the sweep sets '
                        'it for each run (use --epsilons, --seeds, --sweep_dir '
@@ -259,6 +262,31 @@ def run_log(sweep_dir: str, dataset: str, epsilon: str, seed: int) -> str:
                    f'eps{epsilon}_seed{seed}.log'])
 
 
+def _flag_names(flag_list: Sequence[str]) -> list[str]:
+  """The names of the flags in a list ('--config.epochs=1' -> config.epochs)."""
+  return [f.lstrip('-').split('=', 1)[0] for f in flag_list
+          if f.startswith('-')]
+
+
+def run_recipe(spec: SweepSpec, epsilon: str) -> str:
+  """Which recipe a run trains.
+
+  Args:
+    spec: the sweep.
+    epsilon: the run's budget tag.
+
+  Returns:
+    '<dataset>_baseline' for epsilon inf where the dataset has a baseline
+    recipe, '--config' when --extra_flags names a recipe file, else
+    '<dataset>'.
+  """
+  if 'config' in _flag_names(spec.extra_flags):
+    return '--config'
+  if epsilon == 'inf' and recipes.has_baseline(spec.dataset):
+    return f'{spec.dataset}_baseline'
+  return spec.dataset
+
+
 def train_command(spec: SweepSpec, epsilon: str, seed: int,
                   workdir: str) -> list[str]:
   """The command line of one run for the spec's launcher.
@@ -271,27 +299,30 @@ def train_command(spec: SweepSpec, epsilon: str, seed: int,
 
   Returns:
     `python -m dp_medtf.train ...` for the local launcher, or
-    `bash launch/gpu.sh run ...` / `bash launch/cloud_tpu.sh run ...`.
+    `bash launch/gpu.sh run ...` / `bash launch/cloud_tpu.sh run ...`, with
+    train's --baseline for an inf run of a dataset with a baseline recipe.
   """
   run_flags = [f'--dataset={spec.dataset}', f'--epsilon={epsilon}',
                f'--seed={seed}', f'--workdir={workdir}']
   if spec.data_dir:
     run_flags.append(f'--data_dir={spec.data_dir}')
+  baseline = run_recipe(spec, epsilon).endswith('_baseline')
+  train_flags = ['--baseline'] * baseline + list(spec.extra_flags)
   if spec.launcher == 'local':
     command = [spec.python, '-m', 'dp_medtf.train', *run_flags]
     if spec.strategy:
       command.append(f'--strategy={spec.strategy}')
     if spec.resume:
       command.append('--resume')
-    return command + list(spec.extra_flags)
+    return command + train_flags
   script = os.path.join(LAUNCH_DIR,
                         'gpu.sh' if spec.launcher == 'gpu' else 'cloud_tpu.sh')
   command = ['bash', script, 'run', *run_flags]
   if spec.resume:
     command.append('--resume')
   command += list(spec.launcher_flags)
-  if spec.extra_flags:
-    command += ['--', *spec.extra_flags]
+  if train_flags:
+    command += ['--', *train_flags]
   return command
 
 
@@ -304,7 +335,8 @@ def plan_sweep(spec: SweepSpec) -> list[Run]:
       runs.append(Run(
           epsilon=epsilon, seed=seed, workdir=workdir,
           command=train_command(spec, epsilon, seed, workdir),
-          log=run_log(spec.sweep_dir, spec.dataset, epsilon, seed)))
+          log=run_log(spec.sweep_dir, spec.dataset, epsilon, seed),
+          recipe=run_recipe(spec, epsilon)))
   return runs
 
 
@@ -550,8 +582,29 @@ def print_dry_run(runs: list[Run], *, skip_finished: bool = False,
   out.flush()
 
 
-def make_spec(*, dataset: str, epsilons: str, seeds: str, sweep_dir: str,
-              data_dir: str = '', launcher: str = 'local',
+def recipe_sweep(dataset: str) -> tuple[str, str]:
+  """The recipe's sweep, as --epsilons and --seeds would spell it.
+
+  Args:
+    dataset: one of DATASETS.
+
+  Returns:
+    (epsilons, seeds), e.g. ('1,8,32,1e12,inf', '10,11,100,101,110').
+
+  Raises:
+    SweepError: when the recipe has no `sweep`.
+  """
+  sweep = recipes.load(dataset).get('sweep')
+  if not sweep:
+    raise SweepError(f'The {dataset} recipe has no sweep field; give '
+                     '--epsilons and --seeds.')
+  return (','.join(epsilon_tag(float(e)) for e in sweep.epsilons),
+          ','.join(str(int(s)) for s in sweep.seeds))
+
+
+def make_spec(*, dataset: str, sweep_dir: str, epsilons: str | None = None,
+              seeds: str | None = None, data_dir: str = '',
+              launcher: str = 'local',
               extra_flags: str = '', launcher_flags: str = '',
               strategy: str = '', resume: bool = False,
               python: str = sys.executable) -> SweepSpec:
@@ -559,9 +612,9 @@ def make_spec(*, dataset: str, epsilons: str, seeds: str, sweep_dir: str,
 
   Args:
     dataset: one of DATASETS.
-    epsilons: the --epsilons comma list.
-    seeds: the --seeds comma list.
     sweep_dir: the sweep's root folder.
+    epsilons: the --epsilons comma list (None: the recipe's sweep.epsilons).
+    seeds: the --seeds comma list (None: the recipe's sweep.seeds).
     data_dir: the dataset folder ('' for the demo).
     launcher: one of LAUNCHERS.
     extra_flags: train flags for every run, as one string.
@@ -597,6 +650,10 @@ def make_spec(*, dataset: str, epsilons: str, seeds: str, sweep_dir: str,
     raise SweepError('--launcher_flags applies to --launcher=gpu or tpu only.')
   extra = parse_flag_list(extra_flags, 'extra_flags')
   check_extra_flags(extra)
+  if epsilons is None or seeds is None:
+    default_epsilons, default_seeds = recipe_sweep(dataset)
+    epsilons = default_epsilons if epsilons is None else epsilons
+    seeds = default_seeds if seeds is None else seeds
   return SweepSpec(
       dataset=dataset, epsilons=tuple(parse_epsilons(epsilons)),
       seeds=tuple(parse_seeds(seeds)), sweep_dir=sweep_dir,
@@ -608,9 +665,12 @@ def make_spec(*, dataset: str, epsilons: str, seeds: str, sweep_dir: str,
 def define_flags() -> None:
   """Defines the command-line flags (only when run as a program)."""
   flags.DEFINE_enum('dataset', 'demo', DATASETS, 'The dataset to train on.')
-  flags.DEFINE_string('epsilons', DEFAULT_EPSILONS,
-                      'Comma list of budgets: positive numbers or inf.')
-  flags.DEFINE_string('seeds', DEFAULT_SEEDS, 'Comma list of training seeds.')
+  flags.DEFINE_string('epsilons', None,
+                      'Comma list of budgets: positive numbers or inf (the '
+                      'non-private baseline); default: the recipe\'s '
+                      'sweep.epsilons.')
+  flags.DEFINE_string('seeds', None, 'Comma list of training seeds; default: '
+                      'the recipe\'s sweep.seeds.')
   flags.DEFINE_string('sweep_dir', None, 'Root folder of the sweep (local or '
                       'gs://); runs go to <sweep_dir>/<dataset>/'
                       'eps<epsilon>_seed<seed>/.')

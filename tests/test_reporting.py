@@ -96,3 +96,34 @@ def test_report_app_bad_sweep_dir(tmp_path):
        f'--sweep_dir={tmp_path / "none"}'], capture_output=True, text=True,
       timeout=300, check=False)
   assert proc.returncode != 0 and '--sweep_dir' in proc.stderr
+
+
+def test_each_budget_is_tested_against_its_own_datasets_baseline(tmp_path):
+  mcc = {('ham10000', 8.0): [0.40, 0.44, 0.41],
+         ('ham10000', math.inf): [0.50, 0.52, 0.47],
+         ('msd_liver', 8.0): [0.60, 0.61, 0.66],
+         ('msd_liver', math.inf): [0.90, 0.91, 0.89]}
+  for (dataset, eps), values in mcc.items():
+    for seed, value in zip((10, 11, 100), values):
+      results = dict(_results(eps, seed, value, 0.0 if math.isinf(eps)
+                              else 1.0), dataset=dataset,
+                     recipe=f'{dataset}_baseline' if math.isinf(eps)
+                     else dataset)
+      _write(tmp_path / dataset / f'eps{reporting.epsilon_text(eps)}_seed'
+             f'{seed}' / 'results.json', results)
+  rows, problems = reporting.collect(str(tmp_path))
+  assert not problems
+  for row in rows:
+    if math.isinf(row.epsilon):
+      assert row.p_values['mcc'] is None
+      continue
+    expected = stats.ttest_ind(mcc[(row.dataset, 8.0)],
+                               mcc[(row.dataset, math.inf)]).pvalue
+    assert row.p_values['mcc'] == pytest.approx(expected)
+  # Non-private runs of the DP recipe mixed into the baseline are flagged.
+  _write(tmp_path / 'msd_liver' / 'epsinf_seed101' / 'results.json',
+         dict(_results(math.inf, 101, 0.7, 0.0), dataset='msd_liver',
+              recipe='msd_liver'))
+  _, problems = reporting.collect(str(tmp_path))
+  assert problems == ['msd_liver eps=inf: runs of different recipes '
+                      '(msd_liver, msd_liver_baseline) are averaged together']

@@ -14,7 +14,11 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SWEEP_PY = REPO / 'launch' / 'sweep.py'
-PAPER_EPSILONS = ['1', '8', '32', '1e9', 'inf']
+# The recipes' sweeps: the paper's budgets (Table 3) and the authors' seeds.
+PAPER_EPSILONS = {'demo': ['1', '8', '1e9', 'inf'],
+                  'ham10000': ['1', '8', '20', '1e9', 'inf'],
+                  'msd_liver': ['1', '8', '20', '1e9', 'inf'],
+                  'radimagenet': ['1', '8', '32', '1e12', 'inf']}
 PAPER_SEEDS = [10, 11, 100, 101, 110]
 
 
@@ -95,12 +99,45 @@ def test_dry_run_prints_the_exact_paper_sweep_commands(tmp_path):
   proc = _cli('--dataset=demo', f'--sweep_dir={tmp_path}', '--dry_run',
               '--extra_flags=--config.epochs=1')
   assert proc.returncode == 0, proc.stderr
+  # The demo has no baseline recipe: its inf runs are its own recipe.
   expected = [
       f'{sys.executable} -m dp_medtf.train --dataset=demo --epsilon={e} '
       f'--seed={s} --workdir={tmp_path}/demo/eps{e}_seed{s} --config.epochs=1'
-      for e in PAPER_EPSILONS for s in PAPER_SEEDS]
+      for e in PAPER_EPSILONS['demo'] for s in PAPER_SEEDS]
   assert proc.stdout.splitlines() == expected
   assert not os.listdir(tmp_path)  # A dry run writes nothing.
+
+
+@pytest.mark.parametrize('dataset', ['ham10000', 'msd_liver', 'radimagenet'])
+def test_default_sweep_is_the_recipes_with_the_baseline_at_inf(dataset,
+                                                               tmp_path):
+  spec = _spec(tmp_path / 'sw', dataset=dataset, epsilons=None, seeds=None,
+               data_dir=str(tmp_path), extra_flags='--config.epochs=1')
+  runs = sweep.plan_sweep(spec)
+  assert list(spec.epsilons) == PAPER_EPSILONS[dataset]
+  assert [(r.epsilon, r.seed) for r in runs] == [
+      (e, s) for e in PAPER_EPSILONS[dataset] for s in PAPER_SEEDS]
+  for run in runs:
+    private = run.epsilon != 'inf'
+    assert run.recipe == (dataset if private else f'{dataset}_baseline')
+    assert ('--baseline' not in run.command) == private
+    assert run.command[-1] == '--config.epochs=1'
+  # The baseline recipe is what train loads for --baseline.
+  assert sweep.recipes.load(dataset, baseline=True).recipe == (
+      f'{dataset}_baseline')
+  # Given on the command line, --epsilons and --seeds replace the recipe's.
+  spec = _spec(tmp_path / 'sw', dataset=dataset, epsilons='8', seeds=None,
+               data_dir=str(tmp_path))
+  assert spec.epsilons == ('8',) and list(spec.seeds) == PAPER_SEEDS
+
+
+def test_a_recipe_file_in_extra_flags_is_not_switched_to_the_baseline(
+    tmp_path):
+  spec = _spec(tmp_path / 'sw', dataset='ham10000', epsilons='inf',
+               seeds='10', data_dir=str(tmp_path),
+               extra_flags='--config=my_recipe.py')
+  [run] = sweep.plan_sweep(spec)
+  assert '--baseline' not in run.command and run.recipe == '--config'
 
 
 def test_local_commands_carry_data_dir_strategy_resume_and_extra_flags(
@@ -139,7 +176,7 @@ def test_gpu_and_tpu_launchers_call_the_shell_scripts():
       '--dataset=msd_liver', '--epsilon=inf', '--seed=110',
       '--workdir=gs://bucket/sw/msd_liver/epsinf_seed110',
       '--data_dir=gs://bucket/msd', '--resume', '--name=dp-tpu',
-      '--zone=us-central1-a']
+      '--zone=us-central1-a', '--', '--baseline']
 
 
 def test_shell_launchers_accept_the_commands_the_sweep_builds():
@@ -148,7 +185,13 @@ def test_shell_launchers_accept_the_commands_the_sweep_builds():
               extra_flags='--config.epochs=1')
   tpu = _spec('gs://bucket/sw', launcher='tpu', epsilons='1e9', seeds='11',
               launcher_flags='--name=dp-tpu --zone=us-central1-a')
+  baseline = _spec('gs://bucket/sw', launcher='gpu', epsilons='inf',
+                   seeds='10', dataset='msd_liver', data_dir='gs://b/msd',
+                   launcher_flags='--num_gpus=1')
   for spec, needle in [
+      (baseline, '-m dp_medtf.train --dataset=msd_liver --epsilon=inf '
+                 '--seed=10 --workdir=gs://bucket/sw/msd_liver/epsinf_seed10 '
+                 '--data_dir=gs://b/msd --baseline'),
       (gpu, '-m dp_medtf.train --dataset=demo --epsilon=8 --seed=10 '
             '--workdir=gs://bucket/sw/demo/eps8_seed10 --strategy=mirrored '
             '--config.epochs=1'),
@@ -204,6 +247,9 @@ def test_workdir_layout(tmp_path):
     (['--dataset=ham10000'], '--data_dir'),
     (['--max_parallel=0'], '--max_parallel'),
     (['--extra_flags=--epsilon=3'], '--extra_flags'),
+    (['--extra_flags=--baseline'], '--extra_flags'),
+    (['--dataset=demo', '--epsilons=inf', '--extra_flags=--nobaseline'],
+     '--extra_flags'),
     (['--extra_flags=--config.epochs=1 "unbalanced'], '--extra_flags'),
     (['--strategy=mirrored', '--launcher=tpu'], '--strategy'),
     (['--launcher_flags=--num_gpus=2'], '--launcher_flags'),
