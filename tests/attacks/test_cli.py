@@ -30,8 +30,9 @@ SMALL = {
     'radimagenet': ['--config.data.image_size=16',
                     '--config.input_shape=(16,16,1)',
                     '--config.model.width=4', '--config.num_classes=7'],
-    'msd_liver': ['--config.data.volume_shape=(4,16,16)',
-                  '--config.input_shape=(4,16,16,1)',
+    # The U-Net pools four times: every side at least 16.
+    'msd_liver': ['--config.data.volume_shape=(16,16,16)',
+                  '--config.input_shape=(16,16,16,1)',
                   '--config.model.width=4'],
 }
 DEMO_N = 2400  # The demo's training split.
