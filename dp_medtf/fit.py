@@ -41,6 +41,8 @@ from dp_medtf.privacy import randomness as dp_randomness
 from dp_medtf.privacy import replicated
 from dp_medtf.privacy import step as dp_step
 from dp_medtf.privacy import tf_privacy
+from dp_medtf.keras.private_model import NonFiniteError
+from dp_medtf.privacy.ledger import BudgetExceededError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,14 +425,6 @@ def write_json_atomic(path: str, obj: Any) -> None:
   with tf.io.gfile.GFile(tmp, 'w') as f:
     f.write(text)
   tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-class BudgetExceededError(RuntimeError):
-  """Training further would spend more than the target epsilon."""
-
-
-class NonFiniteError(RuntimeError):
-  """A step left the model with NaN or infinite weights."""
 
 
 class CheckpointError(RuntimeError):

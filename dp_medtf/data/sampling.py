@@ -106,3 +106,36 @@ def shuffled_batches(num_examples: int, batch_size: int, seed: int,
   """One epoch of shuffled fixed-size batches (non-private training)."""
   rng = np.random.default_rng([seed, epoch, 0x5F1E])
   return to_chunks(rng.permutation(num_examples), batch_size)
+
+
+def epoch_plan(num_examples: int, batch_size: int, steps_per_epoch: int,
+               epoch: int, chunk_size: int, *, private: bool,
+               sampling_key=None, seed: int = 0,
+               first_step: int = 0, last_step: int | None = None
+               ) -> list[tuple[int, Chunk]]:
+  """The (step, chunk) pairs of one epoch, in order.
+
+  Private runs draw Poisson batches of rate batch_size / num_examples from
+  the secret `sampling_key`, cut into chunks of `chunk_size`; non-private
+  runs shuffle with `seed` into batches of `batch_size`. Steps are numbered
+  from the first step of the run; those before `first_step` (already
+  trained) and from `last_step` on are left out.
+
+  Example:
+
+    >>> plan = epoch_plan(100, 10, 10, epoch=1, chunk_size=16, private=True,
+    ...                   sampling_key=7)
+    >>> plan[0][0], plan[-1][0], len(plan[0][1].indices)
+    (10, 19, 16)
+  """
+  first = epoch * steps_per_epoch
+  if private:
+    sampler = PoissonSampler(num_examples, batch_size / num_examples,
+                             sampling_key)
+    plan = [(s, c) for s in range(first, first + steps_per_epoch)
+            for c in to_chunks(sampler.step_indices(s), chunk_size)]
+  else:
+    batches = shuffled_batches(num_examples, batch_size, seed, epoch)
+    plan = [(first + i, c) for i, c in enumerate(batches)]
+  end = math.inf if last_step is None else last_step
+  return [(s, c) for s, c in plan if first_step <= s < end]

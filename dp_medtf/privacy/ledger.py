@@ -25,6 +25,10 @@ import tensorflow as tf
 from dp_medtf.privacy import accounting
 
 
+class BudgetExceededError(RuntimeError):
+  """Training further would spend more than the target epsilon."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Segment:
   """Consecutive steps with one noise multiplier and sampling rate."""
