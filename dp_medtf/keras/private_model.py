@@ -145,7 +145,14 @@ class PrivateModel(tf.keras.Model):
     if isinstance(dp_config, Mapping):
       dp_config = DPKerasConfig(**dp_config)
     self.model = model
-    self.built = model.built  # Every weight is the wrapped model's.
+    if model.built:  # Every weight is the wrapped model's.
+      self.built = True
+      spec = model._get_save_spec(dynamic_batch=True)  # pylint: disable=protected-access
+      if spec is None:
+        spec = tf.nest.map_structure(
+            lambda shape: tf.TensorSpec([None, *shape[1:]], tf.float32),
+            model.input_shape, is_leaf=lambda s: isinstance(s, tuple))
+      self._set_save_spec(spec)  # So that exports know the input signature.
     self.dp_config = dp_config
     self.flip_probs = {int(k): float(v) for k, v in (flip_probs or {}).items()}
     self.normalization = (dict(mean=list(normalization['mean']),
@@ -288,6 +295,11 @@ class PrivateModel(tf.keras.Model):
     object.__setattr__(self, '_step', step)
     return step
 
+  @tf.function
+  def _weights_finite(self):
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                          for v in self.model.trainable_variables])
+
   # -- training -----------------------------------------------------------------
 
   def _training_split(self, x, y):
@@ -417,9 +429,6 @@ class PrivateModel(tf.keras.Model):
           f'{max(last_step - self.steps_taken, 0)} steps would spend epsilon='
           f'{self._projected_epsilon(last_step):.6g} > target '
           f'{config.epsilon_target:g}.')
-    weights_finite = tf.function(lambda: tf.reduce_all(
-        [tf.reduce_all(tf.math.is_finite(v))
-         for v in self.model.trainable_variables]))
     key = self._dp_state.randomness.sampling_key() if config.private else None
     chunk = config.chunk_size(self.distribute_strategy.num_replicas_in_sync)
     epoch_logs: dict[str, Any] = {}
@@ -443,7 +452,7 @@ class PrivateModel(tf.keras.Model):
         if last_chunk[s] != i:
           continue
         step.apply()
-        if not bool(weights_finite()):
+        if not bool(self._weights_finite()):
           raise NonFiniteError(
               f'Step {self.steps_taken + 1}: the weights became NaN or '
               'infinite (learning rate too high, or non-finite inputs); '

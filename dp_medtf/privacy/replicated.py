@@ -69,6 +69,22 @@ class ReplicatedDPStep(dp_step.DPStep):
     self.accumulate = tf.function(self._replicated_accumulate,
                                   jit_compile=self.jit_compile)
 
+  def _apply(self):
+    # The accumulators already hold the sum over replicas: one noise draw,
+    # here in cross-replica context. Each replica then applies that same
+    # update to its copy (Keras's own gradient all-reduce skipped), which
+    # works inside strategy.scope() as well as outside it.
+    grads = self.privatized_gradient()
+    variables = self.model.trainable_variables
+
+    def update(*replica_grads):
+      self.optimizer.apply_gradients(zip(replica_grads, variables),
+                                     skip_gradients_aggregation=True)
+
+    self.strategy.run(update, args=tuple(grads))
+    for acc in self.accumulators:
+      acc.assign(tf.zeros_like(acc))
+
   def _replicated_accumulate(self, x, y, mask):
     replicas = self.strategy.num_replicas_in_sync
 
