@@ -53,7 +53,7 @@ from absl import logging
 from dp_medtf import cli
 from dp_medtf.privacy import step as dp_step
 
-VARIANTS = ('non_private',) + dp_step.ENGINES + ('tf_privacy',)
+VARIANTS = ('non_private',) + dp_step.ENGINES + ('keras_fit', 'tf_privacy')
 # The two-probe fit underestimated TF Privacy's peak on ResNet-9 at batch 32
 # (64 x 64 x 3) by 18% (19.8 GB estimated from batches 4 and 8, 23.4 GB
 # measured); the decision to run at the full batch carries this margin.
@@ -212,6 +212,9 @@ def _child(variant: str) -> None:
   segmentation = len(model.output_shape) > 2
   loss_fn = losses.for_task('segmentation' if segmentation else
                             'classification')
+  if variant == 'keras_fit':
+    _keras_fit_child(model, loss_fn, shape, segmentation)
+    return
   step = _build_step(variant, model, loss_fn, logical)
   rng = np.random.default_rng(0)
   x = tf.constant(rng.normal(size=(batch, _VIEWS.value) + shape), tf.float32)
@@ -238,6 +241,70 @@ def _child(variant: str) -> None:
     if line.strip() != 'step':
       break
     print(f'{one_step():.6f}', flush=True)
+  print(json.dumps({'peak_mb': round(_peak_mb(), 1)}), flush=True)
+
+
+def _keras_fit_child(model, loss_fn, shape, segmentation: bool) -> None:
+  """The keras_fit variant: dp_medtf.keras's fit, timed step by step.
+
+  With q = 1 (train_size = the logical batch) every step takes every
+  example, in the same chunks as the engine variants; one epoch is one step,
+  so each step also pays the per-epoch work (epoch plan, tf.data pipeline,
+  epsilon). Its time is that of fit's whole loop: loading, normalising and
+  viewing the examples, the default engine's chunks, the noised update and
+  the callbacks.
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from dp_medtf import keras as keras_dp  # pylint: disable=import-outside-toplevel
+
+  batch = _BATCH_SIZE.value
+  logical = _LOGICAL.value or batch
+  warmup, steps = _WARMUP.value, _STEPS.value
+  total = warmup + steps + 1
+  config = keras_dp.DPKerasConfig(
+      noise_multiplier=1.0, clipping_norm=1.0, batch_size=logical,
+      train_size=logical, train_steps=total, physical_batch_size=batch,
+      augmentation_multiplicity=_VIEWS.value,
+      insecure_seeded_randomness=True)
+  private = keras_dp.make_private(model, config)
+  private.compile(optimizer='adam', loss=loss_fn)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(logical,) + shape).astype(np.float32)
+  label_shape = (logical,) + (tuple(model.output_shape[1:-1])
+                              if segmentation else ())
+  y = rng.integers(0, _NUM_CLASSES.value, size=label_shape).astype(np.int32)
+
+  class Driver(tf.keras.callbacks.Callback):
+    """Answers the parent's 'step' commands between fit's steps."""
+
+    def __init__(self):
+      super().__init__()
+      self.count, self.resumed = 0, 0.0
+
+    def _wait(self) -> None:
+      if sys.stdin.readline().strip() == 'step':
+        self.resumed = time.perf_counter()
+      else:
+        self.model.stop_training = True
+
+    def on_train_begin(self, logs=None):
+      self.resumed = time.perf_counter()
+      if warmup == 0:
+        print('ready', flush=True)
+        self._wait()
+
+    def on_train_batch_end(self, batch, logs=None):
+      elapsed = time.perf_counter() - self.resumed
+      self.count += 1
+      if self.count < warmup:
+        self.resumed = time.perf_counter()
+        return
+      print('ready' if self.count == warmup else f'{elapsed:.6f}',
+            flush=True)
+      self._wait()
+
+  private.fit(x, y, epochs=total, verbose=0, callbacks=[Driver()])
   print(json.dumps({'peak_mb': round(_peak_mb(), 1)}), flush=True)
 
 

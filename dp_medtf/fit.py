@@ -27,20 +27,16 @@ import numpy as np
 import tensorflow as tf
 
 from dp_medtf import data
+from dp_medtf import keras as keras_dp
 from dp_medtf import losses
 from dp_medtf import metrics
 from dp_medtf import models
 from dp_medtf import recipes
 from dp_medtf.data import pipeline
-from dp_medtf.data import sampling
 from dp_medtf.privacy import accounting
-from dp_medtf.privacy import layer_checks
-from dp_medtf.privacy import ledger as privacy_ledger
 from dp_medtf.privacy import optimizers
-from dp_medtf.privacy import randomness as dp_randomness
 from dp_medtf.privacy import replicated
 from dp_medtf.privacy import step as dp_step
-from dp_medtf.privacy import tf_privacy
 from dp_medtf.keras.private_model import NonFiniteError
 from dp_medtf.privacy.ledger import BudgetExceededError
 
@@ -84,6 +80,54 @@ def clip_norm_for(config: ml_collections.ConfigDict) -> float:
   return float(config.dp.clip_norm)
 
 
+def dp_keras_config(config: ml_collections.ConfigDict,
+                    num_train_examples: int) -> keras_dp.DPKerasConfig:
+  """The recipe's DP-SGD setting for N training examples.
+
+  Args:
+    config: the recipe (dp.*, batch_size, epochs, physical_batch_size, seed).
+    num_train_examples: N, counted from the data.
+
+  Returns:
+    The DPKerasConfig that `make_private` trains with.
+
+  Raises:
+    ValueError: naming the flag, for an impossible setting.
+  """
+  epsilon, delta = float(config.dp.epsilon), float(config.dp.delta)
+  accounting.validate(epsilon=epsilon, delta=delta)
+  n, b = int(num_train_examples), int(config.batch_size)
+  if b < 1 or b > n:
+    raise ValueError(f'--config.batch_size must lie in [1, {n}] (the '
+                     f'training-set size), got {b}.')
+  if int(config.epochs) < 1:
+    raise ValueError(f'--config.epochs must be positive, got '
+                     f'{config.epochs}.')
+  if config.dp.engine not in dp_step.ENGINES:
+    raise ValueError(
+        f'--config.dp.engine={config.dp.engine}: the trainer runs one of '
+        f'{", ".join(dp_step.ENGINES)} (TF Privacy\'s optimizer is measured '
+        'as a reference by python -m dp_medtf.bench).')
+  return keras_dp.DPKerasConfig(
+      batch_size=b, train_size=n, clipping_norm=clip_norm_for(config),
+      epsilon=epsilon, delta=delta, epochs=int(config.epochs),
+      physical_batch_size=int(config.physical_batch_size),
+      engine=config.dp.engine,
+      augmentation_multiplicity=int(config.augment.multiplicity),
+      insecure_seeded_randomness=bool(config.dp.insecure_seeded_randomness),
+      seed=int(config.seed), jit_compile=bool(config.get('jit_compile',
+                                                           False)))
+
+
+def privacy_plan(dp: keras_dp.DPKerasConfig, replicas: int = 1
+                 ) -> PrivacyPlan:
+  """The PrivacyPlan of a DPKerasConfig (chunks a multiple of `replicas`)."""
+  return PrivacyPlan(
+      dp.epsilon_target, dp.delta, dp.sampling_rate, dp.train_steps_total,
+      dp.steps_per_epoch, dp.batch_size, dp.resolved_noise_multiplier,
+      dp.clipping_norm if dp.private else None, dp.chunk_size(replicas))
+
+
 def plan_privacy(config: ml_collections.ConfigDict, num_train_examples: int,
                  replicas: int = 1) -> PrivacyPlan:
   """Calibrates the run's noise for its budget.
@@ -99,115 +143,39 @@ def plan_privacy(config: ml_collections.ConfigDict, num_train_examples: int,
   Raises:
     ValueError: naming the field, for an impossible setting.
   """
-  epsilon, delta = float(config.dp.epsilon), float(config.dp.delta)
-  accounting.validate(epsilon=epsilon, delta=delta)
-  n, b = int(num_train_examples), int(config.batch_size)
-  if b < 1 or b > n:
-    raise ValueError(f'batch_size must lie in [1, {n}] (the training-set '
-                     f'size), got {b}.')
-  if int(config.epochs) < 1:
-    raise ValueError(f'epochs must be positive, got {config.epochs}.')
-  steps_per_epoch = n // b
-  steps = steps_per_epoch * int(config.epochs)
-  q = b / n
-  if math.isinf(epsilon):
-    # Shuffled fixed-size batches: every example once an epoch.
-    steps_per_epoch = math.ceil(n / b)
-    return PrivacyPlan(epsilon, delta, q, steps_per_epoch * int(config.epochs),
-                       steps_per_epoch, b, 0.0, None, b)
-  z = accounting.calibrate_noise_multiplier(epsilon, delta, q, steps)
-  if config.dp.engine == 'tf_privacy':
-    # TF Privacy noises every call: a whole logical batch in one chunk.
-    chunk = sampling.poisson_bound(n, q, steps, failure_prob=1e-6)
-  else:
-    chunk = (int(config.physical_batch_size) or
-             sampling.poisson_bound(n, q, steps))
-  chunk = -(-chunk // replicas) * replicas
-  return PrivacyPlan(epsilon, delta, q, steps, steps_per_epoch, b, z,
-                     clip_norm_for(config), chunk)
-
-
-def _make_optimizer(config: ml_collections.ConfigDict, model: tf.keras.Model,
-                    strategy: tf.distribute.Strategy):
-  """The recipe's optimizer, its variables created under `strategy`."""
-  return optimizers.make_optimizer(config.optimizer, config.learning_rate,
-                                   model.trainable_variables, strategy)
+  return privacy_plan(dp_keras_config(config, num_train_examples), replicas)
 
 
 def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
               model: tf.keras.Model,
               strategy: tf.distribute.Strategy | None = None,
               generator: tf.random.Generator | None = None):
-  """The training step for the plan: DP (by engine) or non-private.
-
-  With a strategy of several replicas, the DP step sums clipped gradients
-  over replicas and noises the total once (replicated.py).
+  """The recipe's training step (replicated.make_step with its settings).
 
   Args:
     config: the recipe.
     plan: the run's privacy plan.
-    model: the model to train.
+    model: the model to train, built under `strategy`.
     strategy: the tf.distribute strategy (default: the current one).
     generator: the DP noise generator (a MechanismRandomness's); None: the
       step draws a secret one.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  replicas = strategy.num_replicas_in_sync
   loss = losses.for_task(task_of(config), config.get('class_weights', ()))
-  optimizer = _make_optimizer(config, model, strategy)
-  if replicas > 1 and not (plan.private and
-                           config.dp.engine != 'tf_privacy'):
-    raise ValueError(
-        f'--strategy with {replicas} replicas needs DP training with the '
-        f'vectorized or ghost engine (got epsilon={plan.epsilon_target}, '
-        f'engine={config.dp.engine}); TF Privacy\'s optimizers add noise on '
-        'every replica.')
-  if not plan.private:
-    return dp_step.NonPrivateStep(model, loss, optimizer)
-  if config.dp.engine == 'tf_privacy':
-    # TF Privacy differentiates each example's loss of one batched forward
-    # pass: the same layer rules as the vectorized engine apply.
-    layer_checks.check_model(model, 'vectorized')
-    optimizer = tf_privacy.make_optimizer(
-        config.optimizer, clip_norm=plan.clip_norm,
-        noise_multiplier=plan.noise_multiplier,
-        learning_rate=config.learning_rate,
-        variables=model.trainable_variables)
-    return tf_privacy.TfPrivacyStep(
-        model, loss, optimizer, expected_batch_size=plan.expected_batch_size)
-  kwargs = dict(clip_norm=plan.clip_norm,
-                noise_multiplier=plan.noise_multiplier,
-                expected_batch_size=plan.expected_batch_size,
-                generator=generator, engine=config.dp.engine,
-                jit_compile=bool(config.get('jit_compile', False)))
-  if replicas > 1:
-    return replicated.ReplicatedDPStep(strategy, model, loss, optimizer,
-                                       **kwargs)
-  return dp_step.DPStep(model, loss, optimizer, **kwargs)
+  optimizer = optimizers.make_optimizer(
+      config.optimizer, config.learning_rate, model.trainable_variables,
+      strategy)
+  return replicated.make_step(
+      strategy, model, loss, optimizer, private=plan.private,
+      clip_norm=plan.clip_norm, noise_multiplier=plan.noise_multiplier,
+      expected_batch_size=plan.expected_batch_size, generator=generator,
+      engine=config.dp.engine,
+      jit_compile=bool(config.get('jit_compile', False)))
 
 
 def _flip_probs(config: ml_collections.ConfigDict) -> dict[int, float]:
   return {1: float(config.augment.flip_vertical),
           2: float(config.augment.flip_horizontal)}
-
-
-def _epoch_plan(plan: PrivacyPlan, num_train: int, seed: int, epoch: int,
-                sampling_key=None):
-  """(step, chunk) pairs of one epoch.
-
-  Private runs draw Poisson batches from `sampling_key` (secret); the
-  non-private baseline shuffles with the training seed.
-  """
-  if not plan.private:
-    batches = sampling.shuffled_batches(num_train, plan.expected_batch_size,
-                                        seed, epoch)
-    first = epoch * len(batches)
-    return [(first + i, c) for i, c in enumerate(batches)]
-  sampler = sampling.PoissonSampler(num_train, plan.sampling_rate,
-                                    sampling_key)
-  first = epoch * plan.steps_per_epoch
-  return [(s, c) for s in range(first, first + plan.steps_per_epoch)
-          for c in sampling.to_chunks(sampler.step_indices(s), plan.chunk_size)]
 
 
 def evaluate(model: tf.keras.Model, split, normalizer: pipeline.Normalizer,
@@ -472,11 +440,6 @@ def normalizer_for(config: ml_collections.ConfigDict, train,
   return pipeline.Normalizer.fixed(norm.mean, norm.std)
 
 
-def _all_finite(variables) -> tf.Tensor:
-  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
-                        for v in variables])
-
-
 def _restore_newest_readable(checkpoint: tf.train.Checkpoint,
                              manager: tf.train.CheckpointManager
                              ) -> str | None:
@@ -589,48 +552,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validation = data.load_split(config, 'validation', data_dir)
   test = data.load_split(config, 'test', data_dir)
   strategy = strategy or tf.distribute.get_strategy()
-  plan = plan_privacy(config, len(train), strategy.num_replicas_in_sync)
+  dp = dp_keras_config(config, len(train))
+  plan = privacy_plan(dp, strategy.num_replicas_in_sync)
   normalizer = normalizer_for(config, train, plan.private)
   with strategy.scope():
     model = models.build(config.model, tuple(config.input_shape),
                          int(config.num_classes))
-  mechanism = None
-  if plan.private:
-    insecure = bool(config.dp.insecure_seeded_randomness)
-    if config.dp.engine == 'tf_privacy' and not insecure:
-      raise ValueError(
-          '--config.dp.engine=tf_privacy draws its noise from TensorFlow\'s '
-          'global seed (set by the training seed), so anyone who knows the '
-          'seed can remove it; it runs only with '
-          '--config.dp.insecure_seeded_randomness=true, as a reference.')
-    mechanism = dp_randomness.make(insecure, int(config.seed))
-    if insecure:
-      logging.warning('--config.dp.insecure_seeded_randomness=true: the '
-                      'Poisson batches and the noise derive from the seed; '
-                      'the run is reproducible and NOT private.')
-  step = make_step(config, plan, model, strategy,
-                   generator=mechanism.noise_generator if mechanism else None)
+    private = keras_dp.make_private(
+        model, dp, flip_probs=_flip_probs(config),
+        normalization={'mean': normalizer.mean.tolist(),
+                       'std': normalizer.std.tolist()})
+    private.compile(
+        optimizer=optimizers.make_optimizer(
+            config.optimizer, config.learning_rate,
+            model.trainable_variables, strategy),
+        loss=losses.for_task(task_of(config),
+                             config.get('class_weights', ())))
+    step = private.train_step_object()
   if plan.private:
     logging.info('DP-SGD: engine=%s z=%.6g C=%g q=%.5g T=%d chunk=%d '
                  'replicas=%d randomness=%s', config.dp.engine,
                  plan.noise_multiplier, plan.clip_norm, plan.sampling_rate,
                  plan.steps, plan.chunk_size, strategy.num_replicas_in_sync,
-                 mechanism.mode)
+                 private.randomness_mode)
   else:
     logging.info('Non-private training: batch %d', plan.expected_batch_size)
 
-  ledger = privacy_ledger.PrivacyLedger()
-  progress_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   wall_var = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-  # The running training loss of the current epoch (non-private runs only),
-  # so that a resumed epoch reports the mean over all its steps.
-  loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-  loss_count = tf.Variable(0, dtype=tf.int64, trainable=False)
-  trackables = dict(model=model, optimizer=step.optimizer, ledger=ledger,
-                    steps=progress_var, wall_seconds=wall_var,
-                    epoch_loss_sum=loss_sum, epoch_loss_count=loss_count)
-  if mechanism is not None:
-    trackables['mechanism_randomness'] = mechanism
+  trackables = dict(model=private, wall_seconds=wall_var)
   stopping = None
   if stopping_rule is not None:
     stopping = EarlyStoppingState(stopping_rule)
@@ -642,128 +591,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if latest:
     restored = _restore_newest_readable(checkpoint, manager)
     history = [h for h in _read_json(history_path, [])
-               if h['steps'] <= int(progress_var.numpy())]
-    logging.info('Resumed from %s at step %d.', restored, progress_var.numpy())
+               if h['steps'] <= private.steps_taken]
+    logging.info('Resumed from %s at step %d.', restored,
+                 private.steps_taken)
     # The checkpoint restores the optimizer's learning rate too; the recipe
     # (and its --config.learning_rate) stays the source of truth.
     step.optimizer.learning_rate = float(config.learning_rate)
-  steps_done = int(progress_var.numpy())
   wall_before = float(wall_var.numpy())
-  if plan.private:
-    projected = privacy_ledger.PrivacyLedger()
-    for segment in ledger.segments:
-      projected.record(segment.noise_multiplier, segment.sampling_rate,
-                       segment.steps)
-    if plan.steps > steps_done:
-      projected.record(plan.noise_multiplier, plan.sampling_rate,
-                       plan.steps - steps_done)
-    if projected.epsilon(plan.delta) > plan.epsilon_target * (1 + 1e-9):
-      raise BudgetExceededError(
-          f'Stopping: the ledger ({ledger.steps} steps) plus the remaining '
-          f'{max(plan.steps - steps_done, 0)} steps would spend epsilon='
-          f'{projected.epsilon(plan.delta):.6g} > target '
-          f'{plan.epsilon_target:g}.')
-
-  def save() -> None:
-    wall_var.assign(wall_before + time.time() - start)
-    manager.save(checkpoint_number=steps_done)
-
-  weights_finite = tf.function(
-      lambda: _all_finite(model.trainable_variables))
-  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
-  flips = _flip_probs(config)
-  metric = primary_metric(config)
-  every = int(config.checkpoint_every_steps)
-  stop_after = int(config.stop_after_steps)
-  sampling_key = mechanism.sampling_key() if mechanism else None
-  for epoch in range(steps_done // plan.steps_per_epoch, int(config.epochs)):
-    if (stop_after and steps_done >= stop_after) or (
-        stopping is not None and stopping.stopped):
-      break
-    epoch_plan = [(s, c) for s, c in
-                  _epoch_plan(plan, len(train), int(config.seed), epoch,
-                              sampling_key)
-                  if s >= steps_done]
-    last_chunk_of_step = {s: i for i, (s, _) in enumerate(epoch_plan)}
-    num_steps = len(last_chunk_of_step)
-    if steps_done == epoch * plan.steps_per_epoch:
-      loss_sum.assign(0.0)
-      loss_count.assign(0)
-    if (plan.private and config.dp.engine == 'tf_privacy' and
-        len(epoch_plan) > num_steps):
-      raise RuntimeError(
-          f'A Poisson batch exceeded {plan.chunk_size} examples; the '
-          'tf_privacy engine cannot split it. Use engine=vectorized.')
-    print(f'Epoch {epoch + 1}/{config.epochs}')
-    progress = tf.keras.utils.Progbar(num_steps, stateful_metrics=['epsilon'])
-    dataset = pipeline.train_dataset(
-        train, epoch_plan, normalizer, int(config.augment.multiplicity), flips,
-        int(config.seed))
-    chunk_losses = []
-    stopped = False
-    for i, ((s, _), (x, y, mask)) in enumerate(zip(epoch_plan, dataset)):
-      chunk_losses.append(step.accumulate(x, y, mask))
-      if last_chunk_of_step[s] != i:
-        continue
-      step.apply()
-      # A post-processing check of the released (noised) update.
-      if not bool(weights_finite()):
-        raise NonFiniteError(
-            f'Step {steps_done + 1}: the model\'s weights became NaN or '
-            'infinite (likely cause: --config.learning_rate='
-            f'{config.learning_rate} too high or not finite, or non-finite '
-            'input data). Nothing of this step was saved; the workdir can '
-            'be resumed from its last checkpoint with --resume.')
-      steps_done += 1
-      progress_var.assign(steps_done)
-      if plan.private:
-        ledger.record(plan.noise_multiplier, plan.sampling_rate)
-        # The training loss of private data is not published.
-        progress.add(1)
-      else:
-        step_loss = float(np.mean([float(l) for l in chunk_losses]))
-        loss_sum.assign_add(step_loss)
-        loss_count.assign_add(1)
-        progress.add(1, [('loss', step_loss)])
-      chunk_losses = []
-      if every and steps_done % every == 0:
-        save()
-      if stop_after and steps_done >= stop_after:
-        stopped = steps_done < (epoch + 1) * plan.steps_per_epoch
-        break
-    epsilon = ledger.epsilon(plan.delta) if plan.private else math.inf
-    stop_early = False
-    if not stopped:
-      val = evaluate(model, validation, normalizer, config,
-                     soft_dice=task_of(config) == 'segmentation' and
-                     stopping_rule is not None and
-                     stopping_rule.metric == 'soft_dice')
-      progress.update(num_steps, [('epsilon', epsilon),
-                                  (f'val_{metric}', val[metric])],
-                      finalize=True)
-      entry = {'epoch': epoch + 1, 'validation': val,
-               'epsilon_spent': epsilon, 'steps': steps_done}
-      with writer.as_default(step=epoch + 1):
-        if not plan.private:
-          entry['loss'] = float(loss_sum.numpy()) / max(
-              int(loss_count.numpy()), 1)
-          tf.summary.scalar('train/loss', entry['loss'])
-        for name, value in val.items():
-          tf.summary.scalar(f'validation/{name}', value)
-        tf.summary.scalar('privacy/epsilon_spent', epsilon)
-      history.append(entry)
-      if stopping is not None:
-        stop_early = stopping.update(epoch + 1, val[stopping_rule.metric])
-    save()
-    write_json_atomic(history_path, history)
-    if stop_early:
-      print(f'Early stopping after epoch {epoch + 1}: validation '
-            f'{stopping_rule.metric} has not improved by more than '
-            f'{stopping_rule.min_delta:g} for {stopping_rule.patience} epochs '
-            f'(best {float(stopping.best.numpy()):.4g} at epoch '
-            f'{int(stopping.best_epoch.numpy())}).')
-      break
-
+  outputs = _RunOutputs(
+      config, plan, checkpoint_manager=manager, wall=wall_var,
+      wall_before=wall_before, start=start, history=history,
+      history_path=history_path, stopping=stopping,
+      writer=tf.summary.create_file_writer(
+          os.path.join(workdir, 'tensorboard')))
+  segmentation_soft_dice = (task_of(config) == 'segmentation' and
+                            stopping_rule is not None and
+                            stopping_rule.metric == 'soft_dice')
+  if not (stopping is not None and stopping.stopped):
+    try:
+      private.fit(
+          train, epochs=int(config.epochs), verbose=1, callbacks=[outputs],
+          validation_fn=lambda: evaluate(model, validation, normalizer,
+                                         config,
+                                         soft_dice=segmentation_soft_dice))
+    except NonFiniteError as e:
+      raise NonFiniteError(
+          f'{e} --config.learning_rate={config.learning_rate} may be too '
+          'high. The workdir can be resumed from its last checkpoint with '
+          '--resume.') from e
+  steps_done = private.steps_taken
   finished = steps_done >= plan.steps or (stopping is not None and
                                           stopping.stopped)
   save_release_model(model, os.path.join(workdir, 'model.keras'))
@@ -774,16 +630,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'engine': config.dp.engine if plan.private else 'non_private',
       'status': 'finished' if finished else 'interrupted',
       'epsilon_target': plan.epsilon_target,
-      'epsilon_spent': ledger.epsilon(plan.delta) if plan.private else math.inf,
+      'epsilon_spent': private.epsilon_spent(),
       'delta': plan.delta,
-      'randomness': mechanism.mode if mechanism else None,
+      'randomness': private.randomness_mode if plan.private else None,
       'replicas': strategy.num_replicas_in_sync,
       'noise_multiplier': plan.noise_multiplier,
       'clip_norm': plan.clip_norm,
       'sampling_rate': plan.sampling_rate,
       'steps': steps_done,
       'planned_steps': plan.steps,
-      'privacy_ledger': ledger.to_dict(),
+      'privacy_ledger': private.ledger.to_dict(),
       'epochs': int(config.epochs),
       'early_stopping': stopping.to_dict() if stopping is not None else None,
       'batch_size': plan.expected_batch_size,
@@ -798,3 +654,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   }
   write_json_atomic(results_path, results)
   return results
+
+
+class _RunOutputs(tf.keras.callbacks.Callback):
+  """The trainer's outputs of a private fit: checkpoints every
+  `checkpoint_every_steps` steps and at each epoch's end, history.json,
+  TensorBoard scalars, early stopping and `stop_after_steps`.
+
+  What it publishes of a private run is what fit logs: held-out metrics and
+  epsilon, never training-set statistics.
+  """
+
+  def __init__(self, config, plan: PrivacyPlan, *, checkpoint_manager, wall,
+               wall_before: float, start: float, history: list,
+               history_path: str, stopping: EarlyStoppingState | None,
+               writer):
+    super().__init__()
+    self.config, self.plan = config, plan
+    self.manager, self.wall = checkpoint_manager, wall
+    self.wall_before, self.start = wall_before, start
+    self.history_entries, self.history_path = history, history_path
+    self.stopping, self.writer = stopping, writer
+    self.every = int(config.checkpoint_every_steps)
+    self.stop_after = int(config.stop_after_steps)
+    self.metric = primary_metric(config)
+
+  @property
+  def steps(self) -> int:
+    return self.model.steps_taken
+
+  def _save(self) -> None:
+    self.wall.assign(self.wall_before + time.time() - self.start)
+    self.manager.save(checkpoint_number=self.steps)
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.every and self.steps % self.every == 0:
+      self._save()
+    if self.stop_after and self.steps >= self.stop_after:
+      self.model.stop_training = True
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    validation = {k[len('val_'):]: float(v) for k, v in logs.items()
+                  if k.startswith('val_')}
+    stop_early = False
+    if validation:  # Epochs cut short by stop_after_steps are not validated.
+      entry = {'epoch': epoch + 1, 'validation': validation,
+               'epsilon_spent': float(logs['epsilon']), 'steps': self.steps}
+      with self.writer.as_default(step=epoch + 1):
+        if 'loss' in logs:
+          entry['loss'] = float(logs['loss'])
+          tf.summary.scalar('train/loss', entry['loss'])
+        for name, value in validation.items():
+          tf.summary.scalar(f'validation/{name}', value)
+        tf.summary.scalar('privacy/epsilon_spent', entry['epsilon_spent'])
+      self.history_entries.append(entry)
+      if self.stopping is not None:
+        stop_early = self.stopping.update(
+            epoch + 1, validation[self.stopping.rule.metric])
+    self._save()
+    write_json_atomic(self.history_path, self.history_entries)
+    if stop_early:
+      rule = self.stopping.rule
+      print(f'Early stopping after epoch {epoch + 1}: validation '
+            f'{rule.metric} has not improved by more than '
+            f'{rule.min_delta:g} for {rule.patience} epochs (best '
+            f'{float(self.stopping.best.numpy()):.4g} at epoch '
+            f'{int(self.stopping.best_epoch.numpy())}).')
+      self.model.stop_training = True

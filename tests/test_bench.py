@@ -61,15 +61,16 @@ def test_cli_prints_one_json_object():
   out = subprocess.run(
       [sys.executable, '-m', 'dp_medtf.bench', '--model=resnet9', '--width=2',
        '--input_shape=16,16,3', '--batch_size=4', '--steps=2', '--warmup=1',
-       '--variants=non_private,ghost_bk,tf_privacy',
+       '--variants=non_private,ghost_bk,keras_fit,tf_privacy',
        '--tf_privacy_probe_batches=1,2', '--memory_budget_mb=1'],
       capture_output=True, text=True, env=env, timeout=600, check=True)
   report = json.loads(out.stdout)
   assert {'model', 'input_shape', 'batch_size', 'results'} <= set(report)
   assert report['input_shape'] == [16, 16, 3] and report['batch_size'] == 4
   by_name = {r['name']: r for r in report['results']}
-  assert list(by_name) == ['non_private', 'ghost_bk', 'tf_privacy']
-  for name in ('non_private', 'ghost_bk'):
+  assert list(by_name) == ['non_private', 'ghost_bk', 'keras_fit',
+                          'tf_privacy']
+  for name in ('non_private', 'ghost_bk', 'keras_fit'):
     r = by_name[name]
     assert r['s_per_step'] > 0 and r['peak_mb'] > 0
     assert len(r['step_times']) == 2

@@ -33,7 +33,7 @@ def _results(workdir):
 def _weights(workdir):
   reader = tf.train.load_checkpoint(os.path.join(workdir, 'checkpoints'))
   names = sorted(n for n in reader.get_variable_to_shape_map()
-                 if n.startswith('model/') and 'OPTIMIZER' not in n)
+                 if n.startswith('model/model/') and 'OPTIMIZER' not in n)
   return [reader.get_tensor(n) for n in names]
 
 

@@ -145,8 +145,7 @@ def test_dp_demo_at_epsilon_8_learns(tmp_path):
      '--config.normalization.std'),
     (['--config.normalization.fit_on_data=true'],
      '--config.normalization.fit_on_data'),
-    (['--config.dp.engine=tf_privacy'],
-     '--config.dp.insecure_seeded_randomness'),
+    (['--config.dp.engine=tf_privacy'], '--config.dp.engine'),
     # Early stopping only without privacy: the demo's epsilon is 8.
     (['--config.early_stopping.patience=3'],
      '--config.early_stopping.patience'),

@@ -62,7 +62,6 @@ from dp_medtf.privacy import ledger as privacy_ledger
 from dp_medtf.privacy import optimizers
 from dp_medtf.privacy import randomness
 from dp_medtf.privacy import replicated
-from dp_medtf.privacy import step as dp_step
 
 _STATE = 'dp_state'
 
@@ -266,32 +265,14 @@ class PrivateModel(tf.keras.Model):
     if self._per_view_loss is None:
       raise RuntimeError('Call compile(optimizer=..., loss=...) before fit.')
     config = self.dp_config
-    strategy = self.distribute_strategy
-    replicas = strategy.num_replicas_in_sync
-    # Slots exist before any checkpoint restores into them, and are mirrored
-    # under a strategy.
-    optimizers.ensure_built(self.optimizer, self.model.trainable_variables,
-                            strategy)
-    if not config.private:
-      if replicas > 1:
-        raise ValueError('Non-private training (epsilon=inf) runs on one '
-                         'replica; drop the strategy.')
-      step = dp_step.NonPrivateStep(self.model, self._per_view_loss,
-                                    self.optimizer,
-                                    jit_compile=config.jit_compile)
-    else:
-      kwargs = dict(clip_norm=config.clipping_norm,
-                    noise_multiplier=config.resolved_noise_multiplier,
-                    expected_batch_size=config.batch_size,
-                    generator=self._dp_state.randomness.noise_generator,
-                    engine=config.engine, jit_compile=config.jit_compile)
-      if replicas > 1:
-        step = replicated.ReplicatedDPStep(
-            strategy, self.model, self._per_view_loss, self.optimizer,
-            **kwargs)
-      else:
-        step = dp_step.DPStep(self.model, self._per_view_loss,
-                              self.optimizer, **kwargs)
+    step = replicated.make_step(
+        self.distribute_strategy, self.model, self._per_view_loss,
+        self.optimizer, private=config.private,
+        clip_norm=config.clipping_norm,
+        noise_multiplier=config.resolved_noise_multiplier,
+        expected_batch_size=config.batch_size,
+        generator=self._dp_state.randomness.noise_generator,
+        engine=config.engine, jit_compile=config.jit_compile)
     object.__setattr__(self, '_step', step)
     return step
 
@@ -474,14 +455,17 @@ class PrivateModel(tf.keras.Model):
       epoch_logs = {'epsilon': self.epsilon_spent()}
       if loss_count:
         epoch_logs['loss'] = loss_sum / loss_count
-      if validation_data is not None and (epoch + 1) % validation_freq == 0:
+      # An epoch cut short (a callback stopped training) is not validated.
+      completed = self.steps_taken >= min((epoch + 1) * spe, last_step)
+      if (completed and validation_data is not None and
+          (epoch + 1) % validation_freq == 0):
         val_x, val_y = validation_data[0], validation_data[1]
         results = self.evaluate(
             val_x, val_y, batch_size=validation_batch_size or
             config.chunk_size(), steps=validation_steps, verbose=0,
             return_dict=True)
         epoch_logs.update({f'val_{k}': v for k, v in results.items()})
-      if validation_fn is not None:
+      if completed and validation_fn is not None:
         epoch_logs.update({f'val_{k}': v for k, v in validation_fn().items()})
       callbacks.on_epoch_end(epoch, epoch_logs)
     callbacks.on_train_end(epoch_logs)

@@ -97,3 +97,40 @@ class ReplicatedDPStep(dp_step.DPStep):
     shards = self.strategy.experimental_distribute_values_from_function(shard)
     losses = self.strategy.run(self._accumulate, args=shards)
     return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+
+
+def make_step(strategy: tf.distribute.Strategy, model: tf.keras.Model,
+              loss_fn, optimizer, *, private: bool, **dp_kwargs):
+  """The training step for `strategy`: the one factory of the package.
+
+  Args:
+    strategy: the tf.distribute strategy (the default one: one device).
+    model: the model, built under `strategy.scope()`.
+    loss_fn: the per-view loss.
+    optimizer: a (non-legacy) Keras optimizer.
+    private: DP-SGD (DPStep, or ReplicatedDPStep for several replicas) or
+      the non-private twin (one replica only).
+    **dp_kwargs: DPStep's keyword arguments (clip_norm, noise_multiplier,
+      expected_batch_size, generator, engine, jit_compile); without DP only
+      jit_compile is used.
+
+  Returns:
+    The step, with `accumulate(x, y, mask)` and `apply()`.
+
+  Raises:
+    ValueError: non-private training under several replicas.
+  """
+  replicas = strategy.num_replicas_in_sync
+  # Slots exist before any checkpoint restores into them, and are mirrored
+  # under a strategy.
+  optimizers.ensure_built(optimizer, model.trainable_variables, strategy)
+  if not private:
+    if replicas > 1:
+      raise ValueError(f'Non-private training (epsilon=inf) runs on one '
+                       f'replica, not {replicas}; drop the strategy.')
+    return dp_step.NonPrivateStep(
+        model, loss_fn, optimizer,
+        jit_compile=bool(dp_kwargs.get('jit_compile', False)))
+  if replicas > 1:
+    return ReplicatedDPStep(strategy, model, loss_fn, optimizer, **dp_kwargs)
+  return dp_step.DPStep(model, loss_fn, optimizer, **dp_kwargs)
