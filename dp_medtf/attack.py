@@ -59,6 +59,7 @@ import tensorflow as tf
 
 from dp_medtf import cli
 from dp_medtf import data
+from dp_medtf import json_files
 from dp_medtf import models
 from dp_medtf import train
 from dp_medtf.attacks import imprint
@@ -125,16 +126,14 @@ def read_run(run_dir: str) -> dict:
   Raises:
     app.UsageError: naming --run_dir, when it is missing or unreadable.
   """
-  path = os.path.join(run_dir, 'results.json')
-  if not tf.io.gfile.exists(path):
+  try:
+    results = json_files.read_json(os.path.join(run_dir, 'results.json'),
+                                   default=None)
+  except json_files.JsonFileError as e:
+    raise app.UsageError(f'--run_dir={run_dir}: {e}') from None
+  if results is None:
     raise app.UsageError(f'--run_dir={run_dir} has no results.json; is it a '
                          'workdir of python -m dp_medtf.train?')
-  try:
-    with tf.io.gfile.GFile(path) as f:
-      results = json.load(f)
-  except (ValueError, OSError) as e:
-    raise app.UsageError(f'--run_dir={run_dir}: results.json cannot be read '
-                         f'({cli.last_line(str(e))}).') from None
   if not isinstance(results, dict):
     raise app.UsageError(f'--run_dir={run_dir}: results.json is not an '
                          'object.')

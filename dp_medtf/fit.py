@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from dp_medtf import data
+from dp_medtf import json_files
 from dp_medtf import keras as keras_dp
 from dp_medtf import losses
 from dp_medtf import metrics
@@ -38,7 +38,7 @@ from dp_medtf.privacy import optimizers
 from dp_medtf.privacy import replicated
 from dp_medtf.privacy import step as dp_step
 from dp_medtf.keras.private_model import NonFiniteError
-from dp_medtf.privacy.ledger import BudgetExceededError
+from dp_medtf.privacy.ledger import BudgetExceededError  # pylint: disable=unused-import
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,39 +371,8 @@ class EarlyStoppingState(tf.Module):
             'stopped_epoch': int(self.stopped_epoch.numpy()) or None}
 
 
-def _strict_json(obj: Any) -> Any:
-  """Infinite floats become the string 'inf' (JSON has no infinity)."""
-  if isinstance(obj, float) and math.isinf(obj):
-    return 'inf' if obj > 0 else '-inf'
-  if isinstance(obj, dict):
-    return {k: _strict_json(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_strict_json(v) for v in obj]
-  return obj
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes strict JSON through a temporary file, never truncating `path`.
-
-  The object is serialised before anything is written, so an object JSON
-  cannot hold (NaN) raises ValueError and leaves no file behind.
-  """
-  text = json.dumps(_strict_json(obj), indent=2, allow_nan=False)
-  tmp = path + '.tmp'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(text)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 class CheckpointError(RuntimeError):
   """No checkpoint of the run restores."""
-
-
-def _read_json(path: str, default: Any) -> Any:
-  if not tf.io.gfile.exists(path):
-    return default
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
 
 
 def normalizer_for(config: ml_collections.ConfigDict, train,
@@ -542,7 +511,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if resume and not latest:
     print(f'--resume: no checkpoint in {workdir}; starting a new run.')
   if latest:
-    previous = _read_json(results_path, None)
+    previous = json_files.read_json(results_path, None)
     if (previous and previous.get('status') == 'finished' and
         previous.get('epochs') == int(config.epochs)):
       print(f'The run in {workdir} has finished; nothing to resume.')
@@ -590,7 +559,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   history = []
   if latest:
     restored = _restore_newest_readable(checkpoint, manager)
-    history = [h for h in _read_json(history_path, [])
+    history = [h for h in json_files.read_json(history_path, [])
                if h['steps'] <= private.steps_taken]
     logging.info('Resumed from %s at step %d.', restored,
                  private.steps_taken)
@@ -652,7 +621,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'history': history,
       'wall_seconds': wall_before + time.time() - start,
   }
-  write_json_atomic(results_path, results)
+  json_files.write_json(results_path, results)
   return results
 
 
@@ -713,7 +682,7 @@ class _RunOutputs(tf.keras.callbacks.Callback):
         stop_early = self.stopping.update(
             epoch + 1, validation[self.stopping.rule.metric])
     self._save()
-    write_json_atomic(self.history_path, self.history_entries)
+    json_files.write_json(self.history_path, self.history_entries)
     if stop_early:
       rule = self.stopping.rule
       print(f'Early stopping after epoch {epoch + 1}: validation '

@@ -9,34 +9,31 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics as sklearn_metrics
 
 
 def mcc(y_true, y_pred, num_classes: int | None = None) -> float:
-  """Matthews correlation coefficient, multi-class (Gorodkin's R_K).
+  """Matthews correlation coefficient, multi-class (scikit-learn's).
 
   Args:
     y_true: integer labels [N].
     y_pred: integer predictions [N].
-    num_classes: size of the confusion matrix; inferred when None.
+    num_classes: unused (the coefficient does not depend on classes that
+      neither the labels nor the predictions contain); kept so that callers
+      may state it.
 
   Returns:
     MCC in [-1, 1]; 0.0 when it is undefined (a constant prediction or label).
+
+  Raises:
+    ValueError: labels and predictions of different shapes.
   """
+  del num_classes
   y_true = np.asarray(y_true, np.int64).ravel()
   y_pred = np.asarray(y_pred, np.int64).ravel()
   if y_true.shape != y_pred.shape:
     raise ValueError(f'shape mismatch: {y_true.shape} vs {y_pred.shape}.')
-  k = num_classes or int(max(y_true.max(initial=0), y_pred.max(initial=0))) + 1
-  confusion = np.zeros((k, k), np.float64)
-  np.add.at(confusion, (y_true, y_pred), 1)
-  n = confusion.sum()
-  correct = np.trace(confusion)
-  true_counts = confusion.sum(axis=1)
-  pred_counts = confusion.sum(axis=0)
-  cov = correct * n - true_counts @ pred_counts
-  denom = np.sqrt(n * n - pred_counts @ pred_counts) * np.sqrt(
-      n * n - true_counts @ true_counts)
-  return float(cov / denom) if denom > 0 else 0.0
+  return float(sklearn_metrics.matthews_corrcoef(y_true, y_pred))
 
 
 def dice_per_class(y_true, y_pred, num_classes: int) -> np.ndarray:

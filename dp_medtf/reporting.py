@@ -23,7 +23,6 @@ import collections
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import re
@@ -33,6 +32,7 @@ import numpy as np
 from scipy import stats
 import tensorflow as tf
 
+from dp_medtf import json_files
 from dp_medtf import risk
 
 _RUN_DIR = re.compile(r'^eps(?P<eps>[^_]+)_seed(?P<seed>-?\d+)$')
@@ -80,11 +80,6 @@ def epsilon_text(epsilon: float) -> str:
   return 'inf' if math.isinf(epsilon) else f'{epsilon:g}'
 
 
-def _read_json(path: str) -> Any:
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
-
-
 def _runs(dataset_dir: str):
   """(epsilon, seed, run folder) for each run folder of a dataset."""
   for name in sorted(tf.io.gfile.listdir(dataset_dir)):
@@ -99,7 +94,7 @@ def _planned_runs(sweep_dir: str) -> list[dict[str, Any]]:
   path = os.path.join(sweep_dir, 'sweep.json')
   if not tf.io.gfile.exists(path):
     return []
-  planned = _read_json(path)
+  planned = json_files.read_json(path)
   return planned.get('runs', planned) if isinstance(planned, dict) else planned
 
 
@@ -137,7 +132,7 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
         problems.append(f'{dataset} eps={epsilon_text(eps)} seed={seed}: '
                         f'no results.json in {run_dir}')
         continue
-      results = _read_json(path)
+      results = json_files.read_json(path)
       if results.get('status', 'finished') != 'finished':
         problems.append(f'{dataset} eps={epsilon_text(eps)} seed={seed}: '
                         f'status {results.get("status")} in {path}')
@@ -193,7 +188,7 @@ def _add_attack(rows: list[Row], sweep_dir: str) -> None:
   for row in rows:
     path = os.path.join(sweep_dir, row.dataset, 'attack', 'summary.json')
     if tf.io.gfile.exists(path):
-      entry = _read_json(path).get(epsilon_text(row.epsilon))
+      entry = json_files.read_json(path).get(epsilon_text(row.epsilon))
       if entry is not None:
         row.attack_share_below_0_1 = float(entry['share_below_0.1'])
 

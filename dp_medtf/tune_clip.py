@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from dp_medtf import cli
+from dp_medtf import json_files
 from dp_medtf import train
 
 _CLIP_NORMS = flags.DEFINE_list(
@@ -53,7 +54,7 @@ def main(argv):
   except (data.DatasetNotAvailableError, ValueError, FileExistsError,
           fit.BudgetExceededError, fit.NonFiniteError) as e:
     raise app.UsageError(str(e))
-  fit.write_json_atomic(os.path.join(workdir, 'tune_clip.json'), rows)
+  json_files.write_json(os.path.join(workdir, 'tune_clip.json'), rows)
   print(tuning.format_table(rows))
   print('Tuning the clip norm on private data is not covered by the '
         'privacy budget (docs/privacy.md).')

@@ -36,7 +36,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
-import json
 import math
 import os
 import shlex
@@ -52,6 +51,7 @@ from absl import flags
 from absl import logging
 
 from dp_medtf import cli
+from dp_medtf import json_files
 from dp_medtf import recipes
 
 LAUNCHERS = ('local', 'gpu', 'tpu')
@@ -350,37 +350,17 @@ def read_results(workdir: str) -> dict[str, Any] | None:
   """The run's results.json, or None when it is missing or unreadable.
 
   Args:
-    workdir: a run's workdir, local or gs://.
+    workdir: the run's folder (local or gs://).
 
   Returns:
     The parsed results, or None.
   """
-  gfile = _gfile()
   path = '/'.join([workdir.rstrip('/'), 'results.json'])
-  if not gfile.exists(path):
-    return None
   try:
-    with gfile.GFile(path) as f:
-      return json.load(f)
-  except (ValueError, OSError) as e:
-    logging.warning('Cannot read %s (%s); the run counts as unfinished.',
-                    path, e)
+    return json_files.read_json(path, default=None)
+  except json_files.JsonFileError as e:
+    logging.warning('%s; the run counts as unfinished.', e)
     return None
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Writes JSON through a temporary file so readers never see half of it.
-
-  Args:
-    path: local or gs:// file path; its folder is created if missing.
-    obj: a JSON-serializable object.
-  """
-  gfile = _gfile()
-  gfile.makedirs(os.path.dirname(path))
-  tmp = path + '.tmp'
-  with gfile.GFile(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
-  gfile.rename(tmp, path, overwrite=True)
 
 
 def run_subprocess(command: Sequence[str], log_path: str) -> int:
@@ -480,7 +460,7 @@ class _Record:
     with self._lock:
       if finished:
         self._finished = _now()
-      write_json(self.path, self.as_json())
+      json_files.write_json(self.path, self.as_json())
 
 
 def _summarize(run: Run, results: dict[str, Any]) -> None:

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Callable
 
@@ -50,24 +49,6 @@ _LOG_BINOM = (special.gammaln(_PAIR_ORDER + 1) - special.gammaln(_PAIR_K + 1)
 _SLACK = 1e-9
 # The search gives up beyond these noise multipliers.
 _Z_MIN, _Z_MAX = 1e-30, 1e30
-
-
-@dataclasses.dataclass(frozen=True)
-class DpSgdSetting:
-  """What the accountant needs to know about a DP-SGD run.
-
-  Attributes:
-    sampling_rate: probability q with which each example joins each step.
-    steps: number of noisy steps T.
-    delta: target delta.
-  """
-  sampling_rate: float
-  steps: int
-  delta: float
-
-  def __post_init__(self):
-    validate(sampling_rate=self.sampling_rate, steps=self.steps,
-             delta=self.delta)
 
 
 def validate(*, sampling_rate: float | None = None, steps: int | None = None,
