@@ -133,27 +133,35 @@ def per_example_rows(t: tf.Tensor, num_examples) -> tf.Tensor:
   return tf.reshape(t, tf.stack([num_examples, -1, tf.shape(t)[-1]]))
 
 
+# Up to this many examples, map_examples unrolls fn once per example.
+UNROLL_EXAMPLES = 32
+
+
 def map_examples(fn: Callable[..., Any], tensors: Sequence[tf.Tensor],
                  num_examples) -> Any:
   """Stacks fn over examples, each a contiguous slice of N/B rows.
 
-  A Python loop when B is static (one op per example: no while_loop), else
-  tf.map_fn.
+  Up to UNROLL_EXAMPLES examples (a static count), a Python loop: one op
+  per example, no while_loop. Beyond, tf.vectorized_map (a while_loop for
+  ops pfor cannot vectorise, such as a conv's filter gradient), so that the
+  graph holds fn once: unrolled, tracing grew with the chunk (ResNet-9 at
+  width 4, 16 x 16: 110 s for a chunk of 316 examples, 11 s vectorised),
+  while at a chunk of 32 (width 64, 64 x 64) the loop runs 6% faster.
   """
-  if isinstance(num_examples, int):
-    n = tensors[0].shape[0]
-    if n is not None:
-      k = n // num_examples
+  n = tensors[0].shape[0]
+  if isinstance(num_examples, int) and n is not None:
+    k = n // num_examples
+    if num_examples <= UNROLL_EXAMPLES:
       outs = [fn(*(t[i * k:(i + 1) * k] for t in tensors))
               for i in range(num_examples)]
       return tf.nest.map_structure(lambda *o: tf.stack(o), *outs)
-  grouped = [tf.reshape(t, tf.concat([[num_examples, -1], tf.shape(t)[1:]], 0))
-             for t in tensors]
-  sample = fn(*(t[:1] for t in tensors))
-  signature = tf.nest.map_structure(
-      lambda s: tf.TensorSpec(s.shape, s.dtype), sample)
-  return tf.map_fn(lambda args: fn(*args), grouped,
-                   fn_output_signature=signature)
+    grouped = [tf.reshape(t, [num_examples, k, *t.shape[1:]])
+               for t in tensors]
+  else:
+    grouped = [tf.reshape(t, tf.concat([[num_examples, -1], tf.shape(t)[1:]],
+                                       0)) for t in tensors]
+  return tf.vectorized_map(lambda args: fn(*args), grouped,
+                           fallback_to_while_loop=True)
 
 
 def _num_examples(x: tf.Tensor, num_microbatches):

@@ -58,6 +58,27 @@ def test_each_mode_matches_the_loop(model_name, mode):
     assert_close(got, want)
 
 
+@pytest.mark.parametrize('model_name', [
+    'conv2d_strided', 'conv3d', 'conv2d_transpose', 'centred_conv2d',
+    'centred_conv3d_transpose_nobias'])
+def test_explicit_mode_past_the_unrolled_count_matches_the_loop(model_name):
+  """More examples than map_examples unrolls: the vectorised path."""
+  examples = layer_registry.UNROLL_EXAMPLES + 3
+  model = test_engines.LAYER_MODELS[model_name]()
+  x, y = test_engines.batch_for(model, examples, 2)
+  mask = tf.ones([examples])
+  grads, norms = test_engines.loop_gradients(model, x, y)
+  clip_norm = float(np.median(norms))
+  summed, got_norms, _ = ghost.ghost_clipped_sum(
+      model, test_engines.example_loss, x, y, mask, clip_norm,
+      reweighting='bookkeeping',
+      registry=layer_registry.default_registry('explicit'))
+  assert_close(got_norms, norms)
+  for got, want in zip(summed, test_engines.clipped_sum(grads, norms, mask,
+                                                        clip_norm)):
+    assert_close(got, want)
+
+
 class _Scale(tf.keras.layers.Layer):
   """A layer with no rule: y = x * w."""
 
