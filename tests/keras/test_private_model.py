@@ -300,3 +300,19 @@ def test_model_checkpoint_weights_restore_the_secret(tmp_path):
   key = lambda m: m._dp_state.randomness.sampling_key().tolist()  # pylint: disable=protected-access,unnecessary-lambda-assignment
   assert key(restored) == key(private)
   assert restored.steps_taken == private.steps_taken == N // B
+
+
+def test_epsilon_reaches_tensorboard_and_the_progress_bar(tmp_path, capsys):
+  private = _private()
+  private.fit(*_data(), epochs=1, verbose=1, callbacks=[
+      tf.keras.callbacks.TensorBoard(str(tmp_path))])
+  assert 'epsilon: ' in capsys.readouterr().out
+  tags = set()
+  for root, _, names in os.walk(tmp_path):
+    for name in names:
+      for event in tf.compat.v1.train.summary_iterator(
+          os.path.join(root, name)):
+        tags.update(v.tag for v in event.summary.value)
+  assert 'epoch_epsilon' in tags
+  # Nothing about the training data: no training loss or metric.
+  assert not {t for t in tags if t in ('epoch_loss', 'epoch_accuracy')}
