@@ -139,7 +139,8 @@ class PrivateModel(tf.keras.Model):
   def __init__(self, model: tf.keras.Model,
                dp_config: DPKerasConfig | Mapping[str, Any],
                flip_probs: Mapping[int, float] | None = None,
-               normalization: Mapping[str, Any] | None = None, **kwargs):
+               normalization: Mapping[str, Any] | None = None,
+               ledger: list[Mapping[str, Any]] | None = None, **kwargs):
     super().__init__(**kwargs)
     if isinstance(dp_config, Mapping):
       dp_config = DPKerasConfig(**dp_config)
@@ -165,6 +166,15 @@ class PrivateModel(tf.keras.Model):
     # (_trackable_children), never weights or exports.
     object.__setattr__(self, '_dp_state',
                        DPState(int(dp_config.seed) if insecure else None))
+    # The privacy already spent on the wrapped model's weights, from an
+    # earlier wrapper of the same model or from a saved config: it is public
+    # (z, q, steps) and counts against this budget too.
+    previous = getattr(model, '_dp_medtf_ledger', None) or ledger or []
+    for s in (previous.to_dict() if isinstance(
+        previous, privacy_ledger.PrivacyLedger) else previous):
+      self._dp_state.ledger.record(s['noise_multiplier'], s['sampling_rate'],
+                                   s['steps'])
+    object.__setattr__(model, '_dp_medtf_ledger', self._dp_state.ledger)
     object.__setattr__(self, '_step', None)
     object.__setattr__(self, '_per_view_loss', None)
     if insecure and dp_config.private:
@@ -175,6 +185,8 @@ class PrivateModel(tf.keras.Model):
   # -- Keras interface ------------------------------------------------------
 
   def call(self, inputs, training=None):
+    if self.normalization:  # As the training pipeline feeds the model.
+      inputs = self._normalizer(inputs)
     return self.model(inputs, training=training)
 
   def get_config(self) -> dict[str, Any]:
@@ -182,7 +194,8 @@ class PrivateModel(tf.keras.Model):
             'model': tf.keras.saving.serialize_keras_object(self.model),
             'dp_config': dataclasses.asdict(self.dp_config),
             'flip_probs': self.flip_probs,
-            'normalization': self.normalization}
+            'normalization': self.normalization,
+            'ledger': self.ledger.to_dict()}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
@@ -198,9 +211,10 @@ class PrivateModel(tf.keras.Model):
     variable per step inside tf.function (privacy.optimizers.Nadam); the
     same hyperparameters move to the corrected class.
     """
-    optimizer = tf.keras.optimizers.get(optimizer)
-    if _is_stock_nadam(optimizer):
-      optimizer = optimizers.Nadam.from_config(optimizer.get_config())
+    with self.distribute_strategy.scope():
+      optimizer = tf.keras.optimizers.get(optimizer)
+      if _is_stock_nadam(optimizer):
+        optimizer = optimizers.Nadam.from_config(optimizer.get_config())
     per_view = per_view_loss(loss)
     super().compile(optimizer=optimizer, loss=loss, metrics=metrics,
                     **kwargs)
@@ -209,6 +223,9 @@ class PrivateModel(tf.keras.Model):
 
   def compile_from_config(self, config):
     self.compile(**tf.keras.saving.deserialize_keras_object(config))
+    if self.built:  # So that a loaded optimizer state has slots to fill.
+      optimizers.ensure_built(self.optimizer, self.model.trainable_variables,
+                              self.distribute_strategy)
 
   # -- checkpoints hold the secret; exports do not --------------------------
 
@@ -393,6 +410,7 @@ class PrivateModel(tf.keras.Model):
           f'({config.train_steps_total} steps) the budget was calibrated '
           'for (DPKerasConfig.epochs / train_steps).')
     step = self.train_step_object()
+    step.reset()  # A step interrupted between its chunks starts afresh.
     spe = config.steps_per_epoch
     verbose = 1 if verbose == 'auto' else int(verbose)
     if not isinstance(callbacks, tf.keras.callbacks.CallbackList):
@@ -433,18 +451,18 @@ class PrivateModel(tf.keras.Model):
         if last_chunk[s] != i:
           continue
         step.apply()
+        # The update is released, finite or not: it is on the ledger.
+        self._dp_state.steps.assign_add(1)
+        if config.private and config.resolved_noise_multiplier > 0:
+          self.ledger.record(config.resolved_noise_multiplier,
+                             config.sampling_rate)
         if not bool(self._weights_finite()):
           raise NonFiniteError(
-              f'Step {self.steps_taken + 1}: the weights became NaN or '
+              f'Step {self.steps_taken}: the weights became NaN or '
               'infinite (learning rate too high, or non-finite inputs); '
               'this step was not checkpointed.')
-        self._dp_state.steps.assign_add(1)
         batch_logs = {}
-        if config.private:
-          if config.resolved_noise_multiplier > 0:
-            self.ledger.record(config.resolved_noise_multiplier,
-                               config.sampling_rate)
-        else:
+        if not config.private:
           batch_logs['loss'] = float(np.mean([float(l) for l in losses]))
           loss_sum += batch_logs['loss']
           loss_count += 1

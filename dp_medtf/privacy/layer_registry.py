@@ -149,7 +149,8 @@ def map_examples(fn: Callable[..., Any], tensors: Sequence[tf.Tensor],
   while at a chunk of 32 (width 64, 64 x 64) the loop runs 6% faster.
   """
   n = tensors[0].shape[0]
-  if isinstance(num_examples, int) and n is not None:
+  static = all(t.shape[1:].is_fully_defined() for t in tensors)
+  if isinstance(num_examples, int) and n is not None and static:
     k = n // num_examples
     if num_examples <= UNROLL_EXAMPLES:
       outs = [fn(*(t[i * k:(i + 1) * k] for t in tensors))

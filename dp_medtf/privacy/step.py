@@ -140,6 +140,13 @@ class DPStep:
         self.generator)
     return [g / self.expected_batch_size for g in noisy]
 
+  def reset(self):
+    """Discards a partly accumulated logical batch (e.g. one interrupted
+    between its chunks), so that no example is counted twice when the step
+    is run again."""
+    for acc in self.accumulators:
+      acc.assign(tf.zeros_like(acc))
+
   def _apply(self):
     grads = self.privatized_gradient()
     self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
@@ -177,6 +184,12 @@ class NonPrivateStep:
         acc.assign_add(g)
     self.count.assign_add(tf.reduce_sum(mask))
     return total / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+  def reset(self):
+    """Discards a partly accumulated logical batch."""
+    for acc in self.accumulators:
+      acc.assign(tf.zeros_like(acc))
+    self.count.assign(0.0)
 
   def _apply(self):
     count = tf.maximum(self.count, 1.0)

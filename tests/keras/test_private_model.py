@@ -226,6 +226,8 @@ def test_non_finite_weights_stop_fit():
                   loss=_loss())
   with pytest.raises(NonFiniteError, match='Step 1'):
     private.fit(*_data(), epochs=1, verbose=0)
+  # The non-finite update was released all the same: it is on the ledger.
+  assert private.ledger.steps == private.steps_taken == 1
 
 
 def test_non_private_fit_logs_the_training_loss():
@@ -253,6 +255,8 @@ def test_the_secret_is_in_checkpoints_and_not_in_exports(tmp_path):
   loaded = tf.keras.models.load_model(str(tmp_path / 'm.keras'))
   assert isinstance(loaded, PrivateModel) and loaded.steps_taken == 0
   assert loaded.dp_config == private.dp_config
+  # The (public) ledger travels with the weights it paid for.
+  assert loaded.ledger.to_dict() == private.ledger.to_dict()
   x = _data(4)[0]
   np.testing.assert_allclose(loaded.predict(x, verbose=0),
                              private.predict(x, verbose=0), rtol=1e-6)
@@ -316,3 +320,39 @@ def test_epsilon_reaches_tensorboard_and_the_progress_bar(tmp_path, capsys):
   assert 'epoch_epsilon' in tags
   # Nothing about the training data: no training loss or metric.
   assert not {t for t in tags if t in ('epoch_loss', 'epoch_accuracy')}
+
+
+def test_the_ledger_follows_the_weights_into_a_new_wrapper():
+  private = _private()
+  x, y = _data()
+  private.fit(x, y, epochs=2, verbose=0)
+  again = make_private(private.model, _config())
+  again.compile(optimizer='adam', loss=_loss())
+  assert again.ledger.to_dict() == private.ledger.to_dict()
+  with pytest.raises(BudgetExceededError, match='would spend'):
+    again.fit(x, y, epochs=1, verbose=0)
+  assert again.ledger.steps == 2 * (N // B)
+
+
+def test_an_interrupted_step_is_not_counted_twice():
+  x, y = _data()
+  config = _config(epsilon=None, noise_multiplier=0.0)
+  clean = _private(config, 'sgd')
+  clean.fit(x, y, epochs=1, verbose=0)
+  interrupted = _private(config, 'sgd')
+  step = interrupted.train_step_object()
+  # One chunk of a step accumulated, then the step broke off.
+  step.accumulate(tf.constant(x[:B, None]), tf.constant(y[:B]),
+                  tf.ones([B]))
+  interrupted.fit(x, y, epochs=1, verbose=0)
+  for a, b in zip(clean.model.get_weights(), interrupted.model.get_weights()):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_normalization_is_part_of_the_model():
+  norm = {'mean': [0.5], 'std': [0.25]}
+  private = make_private(_net(), _config(), normalization=norm)
+  x = _data(4)[0]
+  np.testing.assert_allclose(
+      private.predict(x, verbose=0),
+      private.model.predict((x - 0.5) / 0.25, verbose=0), rtol=1e-5)
