@@ -14,6 +14,7 @@ import tensorflow as tf
 import dp_medtf.models  # pylint: disable=unused-import  (custom objects)
 
 from dp_medtf import recipes
+from tests import events
 
 RESULT_KEYS = {'dataset', 'model', 'epsilon_target', 'epsilon_spent', 'delta',
                'noise_multiplier', 'clip_norm', 'sampling_rate', 'steps',
@@ -41,16 +42,6 @@ def _count_datasets(path):
   return len(found)
 
 
-def _event_tags(logdir):
-  tags = set()
-  for root, _, names in os.walk(logdir):
-    for name in names:
-      for event in tf.compat.v1.train.summary_iterator(
-          os.path.join(root, name)):
-        tags.update(v.tag for v in event.summary.value)
-  return tags
-
-
 def test_short_dp_run_writes_complete_outputs(tmp_path):
   proc = _train('--dataset=demo', '--epsilon=8', f'--workdir={tmp_path}',
                 '--config.epochs=1')
@@ -64,7 +55,7 @@ def test_short_dp_run_writes_complete_outputs(tmp_path):
     history = json.load(f)
   assert history and all('loss' not in h for h in history)
   assert all('loss' not in h for h in results['history'])
-  tags = _event_tags(tmp_path / 'tensorboard')
+  tags = events.event_tags(tmp_path / 'tensorboard')
   assert 'privacy/epsilon_spent' in tags and 'validation/mcc' in tags
   assert not any('loss' in t for t in tags), tags
   assert 'loss' not in proc.stdout + proc.stderr

@@ -1,14 +1,11 @@
 """make_private + fit: the package's DP-SGD behind Keras's interface."""
 
 import math
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from dp_medtf import fit as dp_fit
-from dp_medtf import losses
 from dp_medtf.data import pipeline
 from dp_medtf.data import sampling
 from dp_medtf.keras import BudgetExceededError
@@ -18,6 +15,7 @@ from dp_medtf.keras import NonFiniteError
 from dp_medtf.keras import PrivateModel
 from dp_medtf.privacy import optimizers
 from dp_medtf.privacy import step as dp_step
+from tests import events
 
 N, B = 48, 12
 
@@ -311,12 +309,7 @@ def test_epsilon_reaches_tensorboard_and_the_progress_bar(tmp_path, capsys):
   private.fit(*_data(), epochs=1, verbose=1, callbacks=[
       tf.keras.callbacks.TensorBoard(str(tmp_path))])
   assert 'epsilon: ' in capsys.readouterr().out
-  tags = set()
-  for root, _, names in os.walk(tmp_path):
-    for name in names:
-      for event in tf.compat.v1.train.summary_iterator(
-          os.path.join(root, name)):
-        tags.update(v.tag for v in event.summary.value)
+  tags = events.event_tags(tmp_path)
   assert 'epoch_epsilon' in tags
   # Nothing about the training data: no training loss or metric.
   assert not {t for t in tags if t in ('epoch_loss', 'epoch_accuracy')}
