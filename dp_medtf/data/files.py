@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import functools
 import io
-import json
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -31,6 +30,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from dp_medtf import json_files
 from dp_medtf.data.split import ArraySplit
 from dp_medtf.data.split import Split
 
@@ -122,15 +122,11 @@ def read_csv(path: str, required: Sequence[str],
 
 
 def read_json(path: str) -> Any:
-  """Parses a JSON file; DataError naming it if missing or malformed."""
-  if not tf.io.gfile.exists(path):
-    raise DataError(f'{path} not found.')
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    text = f.read().decode('utf-8-sig', errors='replace')
+  """Parses a dataset's JSON file; DataError naming it if missing or malformed."""
   try:
-    return json.loads(text)
-  except json.JSONDecodeError as e:
-    raise DataError(f'{path}: not valid JSON ({e}).') from None
+    return json_files.read_json(path)
+  except json_files.JsonFileError as e:
+    raise DataError(str(e)) from None
 
 
 def _proportional_sample(keys: list[str], strata: Mapping[str, str],
