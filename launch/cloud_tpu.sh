@@ -7,13 +7,14 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(dirname "${SCRIPT_DIR}")"
 readonly SCRIPT_DIR REPO_DIR
+PROG=cloud_tpu.sh
+source "${SCRIPT_DIR}/flags.sh"
 
 # Folders on the VM, relative to the ssh user's home.
 readonly REMOTE_SRC='dp_medtf'
 readonly REMOTE_VENV='dp_medtf_venv'
 readonly REMOTE_DATA='dp_medtf_data'
 readonly REMOTE_RUNS='dp_medtf_runs'
-readonly DATASETS='demo ham10000 radimagenet msd_liver'
 
 usage() {
   cat <<'EOF'
@@ -67,34 +68,6 @@ Example:
 EOF
 }
 
-die() {
-  echo "cloud_tpu.sh: $*" >&2
-  exit 2
-}
-
-# Prints its arguments as one shell-quoted command line.
-quote() {
-  local arg out=()
-  for arg in "$@"; do
-    if [[ "${arg}" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then
-      out+=("${arg}")
-    else
-      out+=("'${arg//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
-
-# Runs a command, or only prints it under --dry_run.
-run_cmd() {
-  if [[ "${dry_run}" == true ]]; then
-    quote "$@"
-  else
-    echo "+ $(quote "$@")" >&2
-    "$@"
-  fi
-}
-
 name=''
 zone=''
 project=''
@@ -113,62 +86,24 @@ python='python3'
 resume=false
 detach=false
 dry_run=false
-steps=()
-train_flags=()
 
-while [[ $# -gt 0 ]]; do
-  arg="$1"
-  shift
+parse_flags 'name zone project accelerator_type runtime_version package dataset
+  data_dir epsilon seed workdir local_dir tpu python' \
+  'spot resume detach dry_run' "$@"
+steps=()
+for arg in "${FLAG_ARGS[@]}"; do
   case "${arg}" in
-    -h|--help) usage; exit 0 ;;
-    --) train_flags=("$@"); break ;;
-    --spot) spot=true ;;
-    --resume) resume=true ;;
-    --detach) detach=true ;;
-    --dry_run) dry_run=true ;;
-    --*)
-      key="${arg%%=*}"
-      if [[ "${arg}" == *=* ]]; then
-        value="${arg#*=}"
-      elif [[ $# -gt 0 && "$1" != --* ]]; then
-        value="$1"
-        shift
-      else
-        die "${key} needs a value (see --help)."
-      fi
-      case "${key}" in
-        --name) name="${value}" ;;
-        --zone) zone="${value}" ;;
-        --project) project="${value}" ;;
-        --accelerator_type) accelerator_type="${value}" ;;
-        --runtime_version) runtime_version="${value}" ;;
-        --package) package="${value}" ;;
-        --dataset) dataset="${value}" ;;
-        --data_dir) data_dir="${value}" ;;
-        --epsilon) epsilon="${value}" ;;
-        --seed) seed="${value}" ;;
-        --workdir) workdir="${value}" ;;
-        --local_dir) local_dir="${value}" ;;
-        --tpu) tpu="${value}" ;;
-        --python) python="${value}" ;;
-        *) die "unknown flag ${key} (see --help)." ;;
-      esac
-      ;;
     create|install|run|collect|delete) steps+=("${arg}") ;;
     all) steps+=(create install run collect) ;;
     *) die "unknown step or argument '${arg}' (see --help)." ;;
   esac
 done
+train_flags=("${FLAG_REST[@]}")
 
 [[ ${#steps[@]} -gt 0 ]] || die "give at least one step: create, install, run, collect, delete or all (see --help)."
 [[ -n "${name}" ]] || die "--name is required."
 [[ -n "${zone}" ]] || die "--zone is required."
-[[ " ${DATASETS} " == *" ${dataset} "* ]] || die "--dataset must be one of: ${DATASETS}; got '${dataset}'."
-[[ "${seed}" =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, got '${seed}'."
-[[ "${epsilon}" =~ ^(inf|[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?)$ ]] || die "--epsilon must be a positive number or inf, got '${epsilon}'."
-if [[ "${dataset}" != demo && -z "${data_dir}" ]]; then
-  die "--data_dir is required for --dataset=${dataset}."
-fi
+check_train_flags "${dataset}" "${data_dir}" "${epsilon}" "${seed}"
 if [[ "${dry_run}" != true ]] && ! command -v gcloud >/dev/null; then
   die "gcloud not found; install the Google Cloud CLI (or use --dry_run)."
 fi

@@ -10,6 +10,10 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(dirname "${SCRIPT_DIR}")"
 readonly SCRIPT_DIR REPO_DIR
+PROG=device_check
+source "${SCRIPT_DIR}/flags.sh"
+FLAGS_UNKNOWN='unknown flag %s; see --help.'
+FLAGS_NO_VALUE='%s needs a value.'
 
 usage() {
   cat <<'EOF'
@@ -38,51 +42,22 @@ Flags (--flag=value or --flag value):
 EOF
 }
 
-die() {
-  echo "device_check: $*" >&2
-  exit 2
-}
-
 venv="${REPO_DIR}/.venv-device"
 python=python3.11
-install=true
+no_install=false
 tf_package='tensorflow[and-cuda]==2.15.1'
 tiny=false
 
-while [[ $# -gt 0 ]]; do
-  arg="$1"
-  shift
-  value=''
-  if [[ "${arg}" == --*=* ]]; then
-    value="${arg#*=}"
-    arg="${arg%%=*}"
-  fi
-  case "${arg}" in
-    -h|--help) usage; exit 0 ;;
-    --no_install) install=false ;;
-    --tiny) tiny=true ;;
-    --venv|--python|--tf_package)
-      if [[ -z "${value}" ]]; then
-        [[ $# -gt 0 ]] || die "${arg} needs a value."
-        value="$1"
-        shift
-      fi
-      case "${arg}" in
-        --venv) venv="${value}" ;;
-        --python) python="${value}" ;;
-        --tf_package) tf_package="${value}" ;;
-      esac
-      ;;
-    *) die "unknown flag ${arg}; see --help." ;;
-  esac
-done
+parse_flags 'venv python tf_package' 'no_install tiny' "$@"
+[[ ${#FLAG_ARGS[@]} -eq 0 && "${FLAG_REST_GIVEN}" == false ]] \
+  || die "unknown flag ${FLAG_ARGS[0]:---}; see --help."
 
 has_gpu=false
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   has_gpu=true
 fi
 
-if [[ "${install}" == true ]]; then
+if [[ "${no_install}" != true ]]; then
   if [[ ! -x "${venv}/bin/python" ]]; then
     "${python}" -m venv "${venv}" >&2
   fi

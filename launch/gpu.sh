@@ -8,7 +8,8 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(dirname "${SCRIPT_DIR}")"
 readonly SCRIPT_DIR REPO_DIR
-readonly DATASETS='demo ham10000 radimagenet msd_liver'
+PROG=gpu.sh
+source "${SCRIPT_DIR}/flags.sh"
 
 usage() {
   cat <<'EOF'
@@ -49,34 +50,6 @@ Example:
 EOF
 }
 
-die() {
-  echo "gpu.sh: $*" >&2
-  exit 2
-}
-
-# Prints its arguments as one shell-quoted command line.
-quote() {
-  local arg out=()
-  for arg in "$@"; do
-    if [[ "${arg}" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then
-      out+=("${arg}")
-    else
-      out+=("'${arg//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
-
-# Runs a command, or only prints it under --dry_run.
-run_cmd() {
-  if [[ "${dry_run}" == true ]]; then
-    quote "$@"
-  else
-    echo "+ $(quote "$@")" >&2
-    "$@"
-  fi
-}
-
 dataset='demo'
 data_dir=''
 epsilon='8'
@@ -89,53 +62,20 @@ python='python3.11'
 tf_package='tensorflow[and-cuda]==2.15.1'
 resume=false
 dry_run=false
-steps=()
-train_flags=()
 
-while [[ $# -gt 0 ]]; do
-  arg="$1"
-  shift
+parse_flags 'dataset data_dir epsilon seed workdir num_gpus strategy venv python
+  tf_package' 'resume dry_run' "$@"
+steps=()
+for arg in "${FLAG_ARGS[@]}"; do
   case "${arg}" in
-    -h|--help) usage; exit 0 ;;
-    --) train_flags=("$@"); break ;;
-    --resume) resume=true ;;
-    --dry_run) dry_run=true ;;
-    --*)
-      key="${arg%%=*}"
-      if [[ "${arg}" == *=* ]]; then
-        value="${arg#*=}"
-      elif [[ $# -gt 0 && "$1" != --* ]]; then
-        value="$1"
-        shift
-      else
-        die "${key} needs a value (see --help)."
-      fi
-      case "${key}" in
-        --dataset) dataset="${value}" ;;
-        --data_dir) data_dir="${value}" ;;
-        --epsilon) epsilon="${value}" ;;
-        --seed) seed="${value}" ;;
-        --workdir) workdir="${value}" ;;
-        --num_gpus) num_gpus="${value}" ;;
-        --strategy) strategy="${value}" ;;
-        --venv) venv="${value}" ;;
-        --python) python="${value}" ;;
-        --tf_package) tf_package="${value}" ;;
-        *) die "unknown flag ${key} (see --help)." ;;
-      esac
-      ;;
     setup|check|run) steps+=("${arg}") ;;
     *) die "unknown step or argument '${arg}' (see --help)." ;;
   esac
 done
+train_flags=("${FLAG_REST[@]}")
 
 [[ ${#steps[@]} -gt 0 ]] || steps=(setup check run)
-[[ " ${DATASETS} " == *" ${dataset} "* ]] || die "--dataset must be one of: ${DATASETS}; got '${dataset}'."
-[[ "${seed}" =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, got '${seed}'."
-[[ "${epsilon}" =~ ^(inf|[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?)$ ]] || die "--epsilon must be a positive number or inf, got '${epsilon}'."
-if [[ "${dataset}" != demo && -z "${data_dir}" ]]; then
-  die "--data_dir is required for --dataset=${dataset}."
-fi
+check_train_flags "${dataset}" "${data_dir}" "${epsilon}" "${seed}"
 [[ -n "${workdir}" ]] || workdir="workdir/${dataset}_eps${epsilon}_seed${seed}"
 
 # GPUs on this machine, 0 when nvidia-smi is missing or fails.
