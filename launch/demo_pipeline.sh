@@ -4,8 +4,13 @@
 # settings -> Table 3 + figure.
 set -euo pipefail
 
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly SCRIPT_DIR
+PROG=demo_pipeline.sh
+source "${SCRIPT_DIR}/flags.sh"
+
 usage() {
-  cat <<USAGE
+  cat <<'USAGE'
 Usage: launch/demo_pipeline.sh [--sweep_dir=DIR] [--epsilons=LIST]
          [--seeds=LIST] [--num_images=N] [-- TRAIN_FLAGS...]
 
@@ -24,24 +29,16 @@ epsilons=1,8,1e9,inf
 seeds=10,11
 num_images=50
 train_flags=(--config.epochs=4)
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --sweep_dir=*) sweep_dir="${1#*=}" ;;
-    --epsilons=*) epsilons="${1#*=}" ;;
-    --seeds=*) seeds="${1#*=}" ;;
-    --num_images=*) num_images="${1#*=}" ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; train_flags=("$@"); break ;;
-    *) echo "Unknown argument: $1" >&2; usage >&2; exit 2 ;;
-  esac
-  shift
-done
+parse_flags 'sweep_dir epsilons seeds num_images' '' "$@"
+[[ ${#FLAG_ARGS[@]} -eq 0 ]] \
+  || die "unknown argument '${FLAG_ARGS[0]}' (see --help)."
+[[ "${FLAG_REST_GIVEN}" == false ]] || train_flags=("${FLAG_REST[@]}")
 
 python="${PYTHON:-python}"
-here="$(cd "$(dirname "$0")" && pwd)"
-"${python}" "${here}/sweep.py" --dataset=demo --epsilons="${epsilons}" \
+# quote keeps a flag with spaces one flag through sweep.py's shlex.split.
+"${python}" "${SCRIPT_DIR}/sweep.py" --dataset=demo --epsilons="${epsilons}" \
   --seeds="${seeds}" --sweep_dir="${sweep_dir}" --skip_finished \
-  --extra_flags="${train_flags[*]}"
+  --extra_flags="$(quote "${train_flags[@]}")"
 # The attack column of Table 3 at each trained run's own N, q, T, z and C:
 # one finished run per budget (the first seed's), with the runs' overrides.
 first_seed="${seeds%%,*}"

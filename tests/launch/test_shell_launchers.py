@@ -1,22 +1,39 @@
-"""launch/cloud_tpu.sh and launch/gpu.sh: syntax, --help, dry runs, errors."""
+"""The shell launchers and launch/flags.sh: syntax, --help, dry runs, errors."""
 
+import importlib.util
 import os
 import pathlib
 import shlex
 import stat
 import subprocess
+import sys
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CLOUD_TPU = REPO / 'launch' / 'cloud_tpu.sh'
 GPU = REPO / 'launch' / 'gpu.sh'
+DEMO_PIPELINE = REPO / 'launch' / 'demo_pipeline.sh'
+DEVICE_CHECK = REPO / 'launch' / 'device_check.sh'
+FLAGS_LIB = REPO / 'launch' / 'flags.sh'
 TPU_VM = ['--name=dp-tpu', '--zone=us-central1-a']
+# A train flag that a word-splitting shell would break into three.
+SPACED = '--config.input_shape=(64, 64, 3)'
 
 
-def _bash(script, *args, env=None):
+def _bash(script, *args, env=None, cwd=None):
   return subprocess.run(['bash', str(script), *args], capture_output=True,
-                        text=True, timeout=60, env=env, check=False)
+                        text=True, timeout=60, env=env, cwd=cwd, check=False)
+
+
+def _load_sweep():
+  """launch/sweep.py as a module (it does not load TensorFlow)."""
+  spec = importlib.util.spec_from_file_location(
+      'launch_sweep_for_shell_tests', REPO / 'launch' / 'sweep.py')
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up.
+  spec.loader.exec_module(module)
+  return module
 
 
 @pytest.fixture
@@ -46,7 +63,8 @@ def _stub(folder, name):
   return path
 
 
-@pytest.mark.parametrize('script', [CLOUD_TPU, GPU])
+@pytest.mark.parametrize(
+    'script', [CLOUD_TPU, GPU, DEMO_PIPELINE, DEVICE_CHECK, FLAGS_LIB])
 def test_syntax(script):
   proc = subprocess.run(['bash', '-n', str(script)], capture_output=True,
                         text=True, check=False)
@@ -276,3 +294,167 @@ def test_gpu_run_without_a_venv_says_to_set_up(tmp_path):
   proc = _bash(GPU, 'run', f'--venv={tmp_path}/none')
   assert proc.returncode == 2
   assert 'gpu.sh setup' in proc.stderr
+
+
+@pytest.mark.parametrize('script', [CLOUD_TPU, GPU, DEMO_PIPELINE,
+                                    DEVICE_CHECK])
+def test_every_launcher_prints_help_from_any_directory(script, tmp_path):
+  # Without $PYTHON, which demo_pipeline.sh's help names (set -u).
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHON'}
+  proc = _bash(script, '--help', env=env, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith(f'Usage: launch/{script.name}')
+  assert not proc.stderr
+  if script == DEMO_PIPELINE:
+    assert 'The interpreter is $PYTHON (default: python).' in proc.stdout
+
+
+def _guard_python(tmp_path):
+  """An environment whose $PYTHON fails loudly if ever called."""
+  guard = tmp_path / 'guard_python'
+  guard.write_text('#!/bin/sh\necho "$0 called" >&2\nexit 99\n')
+  guard.chmod(0o755)
+  return dict(os.environ, PYTHON=str(guard))
+
+
+@pytest.mark.parametrize('script,before,valued', [
+    (GPU, ['run', '--dry_run'], '--seed'),
+    (CLOUD_TPU, ['run', *TPU_VM, '--dry_run'], '--seed'),
+    (DEMO_PIPELINE, [], '--seeds'),
+])
+@pytest.mark.parametrize('args,message', [
+    (['--bogus=1'], 'unknown flag --bogus (see --help).'),
+    (['--bogus'], 'unknown flag --bogus (see --help).'),
+    (['--bogus', '1'], 'unknown flag --bogus (see --help).'),
+    (['VALUED 1'], 'unknown flag VALUED 1 (see --help).'),
+    (['VALUED'], 'VALUED needs a value (see --help).'),
+    (['VALUED', '--epsilon=1'], 'VALUED needs a value (see --help).'),
+])
+def test_unknown_flag_and_missing_value_are_one_exact_line(
+    script, before, valued, args, message, tmp_path, no_cloud):
+  args = [a.replace('VALUED', valued) for a in args]
+  env = dict(no_cloud, PYTHON=_guard_python(tmp_path)['PYTHON'])
+  proc = _bash(script, *before, *args, env=env)
+  assert proc.returncode == 2
+  assert proc.stderr == f'{script.name}: {message.replace("VALUED", valued)}\n'
+  assert not proc.stdout
+
+
+@pytest.mark.parametrize('script,args', [
+    (GPU, ['run', '--dry_run=yes']),
+    (CLOUD_TPU, ['run', *TPU_VM, '--dry_run=yes']),
+])
+def test_a_switch_with_a_value_is_an_error(script, args, no_cloud):
+  proc = _bash(script, *args, env=no_cloud)
+  assert proc.returncode == 2
+  assert proc.stderr == f'{script.name}: --dry_run takes no value (see --help).\n'
+  assert not proc.stdout
+
+
+def test_demo_pipeline_rejects_a_stray_argument(tmp_path):
+  proc = _bash(DEMO_PIPELINE, 'sweeps/x', env=_guard_python(tmp_path))
+  assert proc.returncode == 2
+  assert proc.stderr == (
+      "demo_pipeline.sh: unknown argument 'sweeps/x' (see --help).\n")
+
+
+def test_parse_flags_sets_the_callers_variables(tmp_path):
+  # Flags named like the parser's own variables would catch a local that
+  # shadows the caller's variable.
+  script = tmp_path / 'parse.sh'
+  script.write_text(f"""set -euo pipefail
+PROG=parse.sh
+source {shlex.quote(str(FLAGS_LIB))}
+usage() {{ echo usage; }}
+name=default value=default arg=default on=false off=false
+parse_flags 'name value
+  arg' 'on off' "$@"
+printf '%s\\n' "name=$name" "value=$value" "arg=$arg" "on=$on" "off=$off" \\
+  "rest_given=$FLAG_REST_GIVEN" "${{FLAG_ARGS[@]/#/pos:}}" \\
+  "${{FLAG_REST[@]/#/rest:}}"
+""")
+  proc = _bash(script, 'step', '--name', 'a b', '--value=x=y', '--on',
+               '--arg', '', 'other', '--', '--off', 'c d')
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.splitlines() == [
+      'name=a b', 'value=x=y', 'arg=', 'on=true', 'off=false',
+      'rest_given=true', 'pos:step', 'pos:other', 'rest:--off', 'rest:c d']
+  proc = _bash(script, '--off')
+  assert proc.stdout.splitlines() == [
+      'name=default', 'value=default', 'arg=default', 'on=false', 'off=true',
+      'rest_given=false']
+  proc = _bash(script, '-h', '--bogus')
+  assert (proc.returncode, proc.stdout) == (0, 'usage\n')
+
+
+def test_a_spaced_train_flag_is_one_argument_in_gpu_dry_run_and_run(
+    tmp_path):
+  venv = tmp_path / 'venv'
+  (venv / 'bin').mkdir(parents=True)
+  _stub(venv / 'bin', 'python')
+  train = [SPACED, "--config.note=it's"]
+  proc = _bash(GPU, 'run', f'--venv={venv}', '--num_gpus=1', '--dry_run',
+               '--', *train)
+  assert proc.returncode == 0, proc.stderr
+  [line] = _commands(proc.stdout)
+  assert shlex.split(line)[-2:] == train
+  proc = _bash(GPU, 'run', f'--venv={venv}', '--num_gpus=1', '--', *train)
+  assert proc.returncode == 0, proc.stderr
+  args = (venv / 'bin' / 'python.args').read_text().splitlines()
+  assert args[-3:] == [*train, '----']
+
+
+def test_a_spaced_train_flag_is_one_argument_on_the_tpu_vm(no_cloud):
+  proc = _bash(CLOUD_TPU, 'run', *TPU_VM, '--dry_run', '--', SPACED,
+               env=no_cloud)
+  assert proc.returncode == 0, proc.stderr
+  [line] = _commands(proc.stdout)
+  remote = shlex.split(line)[-1]  # The --command that the VM's shell runs.
+  assert shlex.split(remote)[-1] == SPACED
+
+
+def test_a_spaced_train_flag_survives_sweep_to_gpu_sh(tmp_path):
+  venv = tmp_path / 'venv'
+  (venv / 'bin').mkdir(parents=True)
+  _stub(venv / 'bin', 'python')
+  sweep = _load_sweep()
+  spec = sweep.make_spec(
+      dataset='demo', epsilons='8', seeds='10', sweep_dir=str(tmp_path / 's'),
+      launcher='gpu', launcher_flags=f'--venv={venv} --num_gpus=1',
+      extra_flags=shlex.join([SPACED, '--config.epochs=1']))
+  [run] = sweep.plan_sweep(spec)
+  proc = subprocess.run(run.command, capture_output=True, text=True,
+                        timeout=60, check=False)
+  assert proc.returncode == 0, proc.stderr
+  args = (venv / 'bin' / 'python.args').read_text().splitlines()
+  assert args[-3:] == [SPACED, '--config.epochs=1', '----']
+
+
+@pytest.mark.parametrize('train,extra', [
+    ([], ['--config.epochs=4']),  # The default.
+    (['--'], []),
+    (['--', SPACED, "--config.note=it's"], [SPACED, "--config.note=it's"]),
+])
+def test_demo_pipeline_passes_train_flags_whole(train, extra, tmp_path):
+  python = _stub(tmp_path, 'python')
+  sweep_dir = tmp_path / 'sweep'
+  finished = sweep_dir / 'demo' / 'eps8_seed10'
+  finished.mkdir(parents=True)
+  (finished / 'results.json').write_text('{}')
+  proc = _bash(DEMO_PIPELINE, f'--sweep_dir={sweep_dir}', '--epsilons=8',
+               '--seeds', '10', '--num_images=2', *train,
+               env=dict(os.environ, PYTHON=str(python)))
+  assert proc.returncode == 0, proc.stderr
+  sweep_call, attack_call, report_call = [
+      call.splitlines() for call in
+      (tmp_path / 'python.args').read_text().split('----\n')[:-1]]
+  assert sweep_call[0] == str(REPO / 'launch' / 'sweep.py')
+  [extra_flags] = [a for a in sweep_call if a.startswith('--extra_flags=')]
+  sweep = _load_sweep()
+  assert sweep.parse_flag_list(extra_flags.split('=', 1)[1],
+                               'extra_flags') == extra
+  assert attack_call[:2] == ['-m', 'dp_medtf.attack']
+  assert f'--run_dir={finished}' in attack_call
+  workdir = f'--workdir={sweep_dir}/demo/attack'
+  assert attack_call[attack_call.index(workdir) + 1:] == extra
+  assert report_call[:2] == ['-m', 'dp_medtf.report']
