@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import sys
 
@@ -59,6 +58,7 @@ import tensorflow as tf
 
 from dp_medtf import cli
 from dp_medtf import data
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import models
 from dp_medtf import train
@@ -94,30 +94,6 @@ flags.register_validator('num_bins', lambda n: n >= 1,
                          'must be at least 1.')
 flags.register_validator('batch_size', lambda n: n >= 1,
                          'must be at least 1.')
-
-
-def parse_epsilons(text: str) -> list[float]:
-  """Parses '1e9,inf' into [1e9, inf].
-
-  Raises:
-    ValueError: for an empty list, a non-number, a non-positive or
-      repeated budget.
-  """
-  items = [t.strip() for t in text.split(',') if t.strip()]
-  if not items:
-    raise ValueError('needs at least one budget')
-  values = []
-  for item in items:
-    try:
-      value = float(item)
-    except ValueError:
-      raise ValueError(f'{item!r} is not a number') from None
-    if math.isnan(value) or value <= 0:
-      raise ValueError(f'budgets must be positive, got {item}')
-    values.append(value)
-  if len(set(values)) != len(values):
-    raise ValueError(f'repeated budget in {text}')
-  return values
 
 
 def read_run(run_dir: str) -> dict:
@@ -172,9 +148,10 @@ def budgets_from_runs(run_dirs, config, num_train_examples: int):
   keys = [b.key for b in budgets]
   if FLAGS.epsilon is not None:
     try:
-      wanted = [runner.budget_key(e) for e in parse_epsilons(FLAGS.epsilon)]
+      wanted = [epsilons_lib.epsilon_text(e)
+                for e in epsilons_lib.parse_epsilons(FLAGS.epsilon)]
     except ValueError as e:
-      raise app.UsageError(f'--epsilon={FLAGS.epsilon}: {e}.') from None
+      raise app.UsageError(str(e)) from None
     if sorted(wanted) != sorted(keys):
       raise app.UsageError(
           f'--epsilon={FLAGS.epsilon} conflicts with --run_dir, whose runs '
@@ -239,9 +216,9 @@ def main(argv):
   if not run_dirs:
     text = FLAGS.epsilon if FLAGS.epsilon is not None else DEFAULT_EPSILONS
     try:
-      epsilons = parse_epsilons(text)
+      epsilons = epsilons_lib.parse_epsilons(text)
     except ValueError as e:
-      raise app.UsageError(f'--epsilon={text}: {e}.') from None
+      raise app.UsageError(str(e)) from None
   settings = config.get('attack', None)
   skip_near_empty = bool(settings and settings.skip_near_empty)
   if settings and settings.get('data', None):

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from dp_medtf import data
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import keras as keras_dp
 from dp_medtf import losses
@@ -72,10 +73,16 @@ class PrivacyPlan:
 
 
 def clip_norm_for(config: ml_collections.ConfigDict) -> float:
-  """The clip norm of the recipe at its epsilon (per-budget table first)."""
+  """The clip norm of the recipe at its epsilon (per-budget table first).
+
+  dp.clip_norms is keyed by budget, in any spelling epsilons.parse_epsilon
+  reads ('8', '8.0', '1e9'); a key that is not a budget raises ValueError.
+  """
   table = config.dp.get('clip_norms', {}) or {}
   for key, value in table.items():
-    if float(key) == float(config.dp.epsilon):
+    budget = epsilons_lib.parse_epsilon(
+        str(key), f'--config.dp.clip_norms key {key!r}')
+    if budget == float(config.dp.epsilon):
       return float(value)
   return float(config.dp.clip_norm)
 

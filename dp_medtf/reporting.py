@@ -32,6 +32,7 @@ import numpy as np
 from scipy import stats
 import tensorflow as tf
 
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import risk
 
@@ -71,22 +72,20 @@ class Row:
   attack_share_below_0_1: float | None = None
 
 
-def _epsilon(text: Any) -> float:
-  return math.inf if str(text) == 'inf' else float(text)
-
-
-def epsilon_text(epsilon: float) -> str:
-  """'inf', '8', '1e+09', ... (the sweep's and the attack's spelling)."""
-  return 'inf' if math.isinf(epsilon) else f'{epsilon:g}'
-
-
 def _runs(dataset_dir: str):
-  """(epsilon, seed, run folder) for each run folder of a dataset."""
+  """(epsilon, seed, run folder) for each run folder of a dataset.
+
+  Raises:
+    ValueError: naming the folder, for an eps<e>_seed<s> folder whose <e>
+      is not a budget.
+  """
   for name in sorted(tf.io.gfile.listdir(dataset_dir)):
     match = _RUN_DIR.match(name.rstrip('/'))
     if match:
-      yield (_epsilon(match['eps']), int(match['seed']),
-             os.path.join(dataset_dir, name.rstrip('/')))
+      run_dir = os.path.join(dataset_dir, name.rstrip('/'))
+      budget = epsilons_lib.parse_epsilon(match['eps'],
+                                          f'The budget of {run_dir}')
+      yield budget, int(match['seed']), run_dir
 
 
 def _planned_runs(sweep_dir: str) -> list[dict[str, Any]]:
@@ -129,13 +128,14 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
       seen.add(run_dir.rstrip('/'))
       path = os.path.join(run_dir, 'results.json')
       if not tf.io.gfile.exists(path):
-        problems.append(f'{dataset} eps={epsilon_text(eps)} seed={seed}: '
-                        f'no results.json in {run_dir}')
+        problems.append(f'{dataset} eps={epsilons_lib.epsilon_text(eps)} '
+                        f'seed={seed}: no results.json in {run_dir}')
         continue
       results = json_files.read_json(path)
       if results.get('status', 'finished') != 'finished':
-        problems.append(f'{dataset} eps={epsilon_text(eps)} seed={seed}: '
-                        f'status {results.get("status")} in {path}')
+        problems.append(f'{dataset} eps={epsilons_lib.epsilon_text(eps)} '
+                        f'seed={seed}: status {results.get("status")} in '
+                        f'{path}')
         continue
       finished[(dataset, eps)].append((seed, results))
   for run in _planned_runs(sweep_dir):
@@ -149,8 +149,9 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
     runs.sort(key=lambda r: r[0])
     used = sorted({str(r.get('recipe', dataset)) for _, r in runs})
     if len(used) > 1:
-      problems.append(f'{dataset} eps={epsilon_text(eps)}: runs of different '
-                      f'recipes ({", ".join(used)}) are averaged together')
+      problems.append(f'{dataset} eps={epsilons_lib.epsilon_text(eps)}: runs '
+                      f'of different recipes ({", ".join(used)}) are averaged '
+                      'together')
     names = sorted(runs[0][1]['metrics'])
     rows.append(Row(dataset, eps, [s for s, _ in runs],
                     {m: [float(r['metrics'][m]) for _, r in runs]
@@ -188,9 +189,18 @@ def _add_attack(rows: list[Row], sweep_dir: str) -> None:
   for row in rows:
     path = os.path.join(sweep_dir, row.dataset, 'attack', 'summary.json')
     if tf.io.gfile.exists(path):
-      entry = json_files.read_json(path).get(epsilon_text(row.epsilon))
+      entry = _by_budget(json_files.read_json(path), path).get(row.epsilon)
       if entry is not None:
         row.attack_share_below_0_1 = float(entry['share_below_0.1'])
+
+
+def _by_budget(summary: dict[str, Any], path: str) -> dict[float, Any]:
+  """An attack summary keyed by budget, whatever spelling its keys have.
+
+  Summaries written before the budgets had one spelling name 1e9 '1e+09'.
+  """
+  return {epsilons_lib.parse_epsilon(key, f'A budget key of {path}'): entry
+          for key, entry in summary.items()}
 
 
 def _mean_std(values: list[float]) -> str:
@@ -217,7 +227,8 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
   header += ['attack error < 0.1 (%)']
   cells = []
   for r in rows:
-    line = [r.dataset, epsilon_text(r.epsilon), str(len(r.seeds))]
+    line = [r.dataset, epsilons_lib.epsilon_text(r.epsilon),
+            str(len(r.seeds))]
     for name in metric_names:
       values = r.metrics.get(name)
       line += [_mean_std(values) if values else '–',
@@ -299,7 +310,8 @@ def plot(rows: list[Row], path: str) -> None:
     ax.set_xscale('log')
     ticks = xs
     ax.set_xticks(ticks)
-    ax.set_xticklabels([epsilon_text(r.epsilon) for r in mine], rotation=45)
+    ax.set_xticklabels([epsilons_lib.epsilon_text(r.epsilon) for r in mine],
+                       rotation=45)
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel('privacy budget epsilon')
     ax.set_ylabel('metric / risk (fraction)')

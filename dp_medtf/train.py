@@ -26,6 +26,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from dp_medtf import cli
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import recipes
 
 FLAGS = flags.FLAGS
@@ -106,17 +107,6 @@ def set_default_config(argv: list[str]) -> None:
       cli.error(cli.unknown_field_message(e, argv), cli.USAGE_EXIT)
 
 
-def parse_epsilon(value: str) -> float:
-  """Parses --epsilon: a positive float or 'inf'."""
-  try:
-    epsilon = float(value)
-  except ValueError:
-    raise app.UsageError(f'--epsilon must be a number or inf, got {value!r}.')
-  if math.isnan(epsilon) or epsilon <= 0:
-    raise app.UsageError(f'--epsilon must be positive, got {value}.')
-  return epsilon
-
-
 def resolve_config(config, apply_epsilon: bool = True):
   """Applies the top-level flags to the recipe and checks them.
 
@@ -131,7 +121,10 @@ def resolve_config(config, apply_epsilon: bool = True):
         f'{config.dataset!r}.')
   with config.unlocked():
     if apply_epsilon and _EPSILON.value is not None:
-      config.dp.epsilon = parse_epsilon(_EPSILON.value)
+      try:
+        config.dp.epsilon = epsilons_lib.parse_epsilon(_EPSILON.value)
+      except ValueError as e:
+        raise app.UsageError(str(e)) from None
     if _DELTA.value is not None:
       if not 0 < _DELTA.value < 1:
         raise app.UsageError(f'--delta must lie in (0, 1), got {_DELTA.value}.')
@@ -172,7 +165,8 @@ def main(argv):
     if not os.path.isdir(data_dir) and '://' not in data_dir:
       raise app.UsageError(f'--data_dir={data_dir} is not a folder.')
   workdir = _WORKDIR.value or os.path.join(
-      'workdir', f'{config.dataset}_eps{config.dp.epsilon:g}_seed{config.seed}')
+      'workdir', f'{config.dataset}_eps'
+      f'{epsilons_lib.epsilon_text(config.dp.epsilon)}_seed{config.seed}')
   cli.check_output_dir('workdir', workdir)
 
   # Imported here so that --help and flag errors answer without loading TF.

@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from dp_medtf import cli
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import train
 
@@ -41,7 +42,8 @@ def main(argv):
   config = train.resolve_config(train.load_config())
   data_dir = flags.FLAGS.data_dir or ''
   workdir = flags.FLAGS.workdir or os.path.join(
-      'workdir', f'tune_clip_{config.dataset}_eps{config.dp.epsilon:g}')
+      'workdir', f'tune_clip_{config.dataset}_eps'
+      f'{epsilons_lib.epsilon_text(config.dp.epsilon)}')
   cli.check_output_dir('workdir', workdir)
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -25,6 +25,7 @@ import ml_collections
 from dp_medtf import data
 from dp_medtf import fit
 from dp_medtf import recipes
+from dp_medtf.privacy import accounting
 
 
 def tune_clip_norm(config: ml_collections.ConfigDict,
@@ -58,7 +59,8 @@ def tune_clip_norm(config: ml_collections.ConfigDict,
   config = recipes.apply_budget_rules(config)
   recipes.validate(config)
   num_train = len(data.load_split(config, 'train', data_dir))
-  steps_per_epoch = num_train // int(config.batch_size)
+  _, steps_per_epoch = accounting.sampling_rate_and_steps(
+      num_train, config.batch_size, epochs=1)
   metric = fit.primary_metric(config)
   rows = []
   for clip in clip_norms:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
-import math
 import os
 import shlex
 import subprocess
@@ -51,6 +50,7 @@ from absl import flags
 from absl import logging
 
 from dp_medtf import cli
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import recipes
 
@@ -76,7 +76,8 @@ class SweepSpec:
 
   Attributes:
     dataset: one of DATASETS.
-    epsilons: budget tags as produced by parse_epsilons, e.g. ['8', 'inf'].
+    epsilons: budgets in their one spelling (epsilons.epsilon_text), e.g.
+      ['8', '1e9', 'inf'].
     seeds: training seeds.
     sweep_dir: the sweep's root folder (local or gs://).
     data_dir: the dataset folder passed to every run ('' for none).
@@ -121,61 +122,6 @@ class Run:
     record = dataclasses.asdict(self)
     record['command_line'] = shlex.join(self.command)
     return record
-
-
-def epsilon_tag(epsilon: float) -> str:
-  """A short, path-safe spelling of a budget: 8, 0.5, 1e9, inf.
-
-  Args:
-    epsilon: a positive budget, possibly infinite.
-
-  Returns:
-    The tag used in workdir names and passed to train's --epsilon.
-  """
-  if math.isinf(epsilon):
-    return 'inf'
-  if epsilon.is_integer() and epsilon < 1e6:
-    return str(int(epsilon))
-  # The fewest significant digits that still give back the same float.
-  for digits in range(1, 18):
-    tag = f'{epsilon:.{digits}g}'
-    if float(tag) == epsilon:
-      break
-  mantissa, sep, exponent = tag.partition('e')
-  return f'{mantissa}e{int(exponent)}' if sep else tag
-
-
-def parse_epsilons(text: str) -> list[str]:
-  """Parses --epsilons into budget tags.
-
-  Args:
-    text: a comma list of positive numbers or inf, e.g. '1,8,1e9,inf'.
-
-  Returns:
-    The tags, in the given order.
-
-  Raises:
-    SweepError: for an empty list or item, a non-number, a budget that is not
-      positive, or a repeated budget.
-  """
-  items = [item.strip() for item in text.split(',')] if text.strip() else []
-  if not items:
-    raise SweepError('--epsilons is empty; give a comma list such as 1,8,inf.')
-  tags = []
-  for item in items:
-    try:
-      value = float(item)
-    except ValueError:
-      raise SweepError(
-          f'--epsilons: {item!r} is not a number or inf.') from None
-    if math.isnan(value) or value <= 0:
-      raise SweepError(f'--epsilons: every budget must be positive, got '
-                       f'{item!r}.')
-    tag = epsilon_tag(value)
-    if tag in tags:
-      raise SweepError(f'--epsilons: {item!r} is given twice.')
-    tags.append(tag)
-  return tags
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -578,7 +524,8 @@ def recipe_sweep(dataset: str) -> tuple[str, str]:
   if not sweep:
     raise SweepError(f'The {dataset} recipe has no sweep field; give '
                      '--epsilons and --seeds.')
-  return (','.join(epsilon_tag(float(e)) for e in sweep.epsilons),
+  return (','.join(epsilons_lib.epsilon_text(float(e))
+                   for e in sweep.epsilons),
           ','.join(str(int(s)) for s in sweep.seeds))
 
 
@@ -634,8 +581,13 @@ def make_spec(*, dataset: str, sweep_dir: str, epsilons: str | None = None,
     default_epsilons, default_seeds = recipe_sweep(dataset)
     epsilons = default_epsilons if epsilons is None else epsilons
     seeds = default_seeds if seeds is None else seeds
+  try:
+    budgets = tuple(epsilons_lib.epsilon_text(e) for e in
+                    epsilons_lib.parse_epsilons(epsilons, '--epsilons'))
+  except ValueError as e:
+    raise SweepError(str(e)) from None
   return SweepSpec(
-      dataset=dataset, epsilons=tuple(parse_epsilons(epsilons)),
+      dataset=dataset, epsilons=budgets,
       seeds=tuple(parse_seeds(seeds)), sweep_dir=sweep_dir,
       data_dir=data_dir, launcher=launcher, extra_flags=tuple(extra),
       launcher_flags=tuple(parse_flag_list(launcher_flags, 'launcher_flags')),

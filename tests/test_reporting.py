@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from dp_medtf import epsilons
 from dp_medtf import reporting
 from dp_medtf import risk
 
@@ -23,7 +24,7 @@ def _write(path, obj):
 
 
 def _results(eps, seed, mcc, z, status='finished'):
-  return {'dataset': 'demo', 'epsilon_target': reporting.epsilon_text(eps)
+  return {'dataset': 'demo', 'epsilon_target': epsilons.epsilon_text(eps)
           if math.isinf(eps) else eps, 'noise_multiplier': z,
           'sampling_rate': 0.1, 'steps': 50, 'num_train_examples': 500,
           'seed': seed, 'status': status, 'metrics': {'mcc': mcc}}
@@ -34,12 +35,13 @@ def sweep(tmp_path):
   for eps, values in MCC.items():
     z = 0.0 if math.isinf(eps) else (1.0 if eps == 8.0 else 1e-4)
     for seed, mcc in zip((10, 11), values):
-      _write(tmp_path / 'demo' / f'eps{reporting.epsilon_text(eps)}_seed{seed}'
+      _write(tmp_path / 'demo' / f'eps{epsilons.epsilon_text(eps)}_seed{seed}'
              / 'results.json', _results(eps, seed, mcc, z))
   # An interrupted run and a run folder without results.
   _write(tmp_path / 'demo' / 'eps1_seed10' / 'results.json',
          _results(1.0, 10, 0.1, 3.0, status='interrupted'))
   os.makedirs(tmp_path / 'demo' / 'eps1_seed11')
+  # The attack's summary as written before budgets had one spelling (1e+09).
   _write(tmp_path / 'demo' / 'attack' / 'summary.json',
          {'8': {'share_below_0.1': 0.0}, '1e+09': {'share_below_0.1': 0.25},
           'inf': {'share_below_0.1': 1.0}})
@@ -72,10 +74,30 @@ def test_markdown_and_csv(sweep):
   rows, problems = reporting.collect(str(sweep))
   markdown = reporting.to_markdown(rows, problems)
   assert '| demo | 8 | 2 | 52.00 ± 2.83 |' in markdown
+  assert '| demo | 1e9 | 2 | 68.00 ± 2.83 |' in markdown
   assert 'Missing or failed runs' in markdown
   lines = reporting.to_csv(rows).strip().splitlines()
   assert len(lines) == 1 + len(rows)
   assert lines[0].startswith('dataset,epsilon,seeds,mcc (%)')
+
+
+def test_budgets_in_either_spelling_are_one_budget(sweep):
+  # A run folder named as before (eps1e+09) joins the sweep's eps1e9 runs,
+  # and an attack summary in the one spelling is read as well.
+  _write(sweep / 'demo' / 'eps1e+09_seed12' / 'results.json',
+         _results(1e9, 12, 0.68, 1e-4))
+  _write(sweep / 'demo' / 'attack' / 'summary.json',
+         {'1e9': {'share_below_0.1': 0.5}})
+  rows, _ = reporting.collect(str(sweep))
+  by_eps = {r.epsilon: r for r in rows}
+  assert by_eps[1e9].seeds == [10, 11, 12]
+  assert by_eps[1e9].attack_share_below_0_1 == 0.5
+
+
+def test_a_run_folder_that_names_no_budget_is_an_error(sweep):
+  os.makedirs(sweep / 'demo' / 'eps0_seed10')
+  with pytest.raises(ValueError, match='eps0_seed10 must be positive'):
+    reporting.collect(str(sweep))
 
 
 def test_report_app_writes_outputs(sweep, tmp_path):
@@ -109,7 +131,7 @@ def test_each_budget_is_tested_against_its_own_datasets_baseline(tmp_path):
                               else 1.0), dataset=dataset,
                      recipe=f'{dataset}_baseline' if math.isinf(eps)
                      else dataset)
-      _write(tmp_path / dataset / f'eps{reporting.epsilon_text(eps)}_seed'
+      _write(tmp_path / dataset / f'eps{epsilons.epsilon_text(eps)}_seed'
              f'{seed}' / 'results.json', results)
   rows, problems = reporting.collect(str(tmp_path))
   assert not problems

@@ -27,7 +27,6 @@ _EXPORTS = {
     'recover': 'recovery',
     'AttackResult': 'runner',
     'Budget': 'runner',
-    'budget_key': 'runner',
     'attack': 'runner',
     'budget_from_run': 'runner',
     'budgets_from_config': 'runner',

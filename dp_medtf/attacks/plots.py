@@ -2,7 +2,7 @@
 
 Example:
 
-  >>> plot_error_cdf({'inf': np.array([0.0, 0.05]), '1e+09': np.array([0.9])},
+  >>> plot_error_cdf({'inf': np.array([0.0, 0.05]), '1e9': np.array([0.9])},
   ...                '/tmp/cdf.png')
   >>> plot_best_reconstructions(result.best, '/tmp/best.png')
 """

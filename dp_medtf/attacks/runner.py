@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import recipes
 from dp_medtf.attacks import imprint
 from dp_medtf.attacks import recovery
@@ -50,11 +51,6 @@ from dp_medtf.privacy import noise
 
 Loss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 THRESHOLDS = (0.1, 0.2, 0.3)
-
-
-def budget_key(epsilon: float) -> str:
-  """The text naming a budget in outputs: 'inf', '1e+09', '8', ..."""
-  return 'inf' if math.isinf(epsilon) else f'{epsilon:g}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +77,8 @@ class Budget:
 
   @property
   def key(self) -> str:
-    return budget_key(self.epsilon)
+    """The budget's name in outputs: epsilons.epsilon_text ('1e9', 'inf')."""
+    return epsilons_lib.epsilon_text(self.epsilon)
 
   @property
   def private(self) -> bool:
@@ -94,15 +91,16 @@ def make_budgets(epsilons: Sequence[float], *, delta: float,
                  batch_size: int = 1) -> list[Budget]:
   """Calibrates the noise of each budget as a training run would.
 
-  q and T follow the training app (dp_medtf.fit.plan_privacy): q = B / N and
-  T = (N // B) * epochs steps; without DP, ceil(N / B) * epochs.
+  q and T follow the training app (accounting.sampling_rate_and_steps):
+  q = B / N and T = (N // B) * epochs steps; without DP, ceil(N / B) * epochs.
 
   Args:
     epsilons: the budgets (positive; math.inf allowed).
     delta: the target delta.
     num_train_examples: size N of the training split, counted from the data.
     epochs: training epochs.
-    clip_norm: C for all budgets, or a mapping from budget_key(epsilon) to C.
+    clip_norm: C for all budgets, or a mapping from epsilon_text(epsilon)
+      to C.
     batch_size: the expected batch size B, in [1, N].
 
   Returns:
@@ -111,25 +109,19 @@ def make_budgets(epsilons: Sequence[float], *, delta: float,
   Raises:
     ValueError: naming the argument, for an impossible setting.
   """
-  n, b = int(num_train_examples), int(batch_size)
-  if n < 1:
-    raise ValueError(f'num_train_examples must be positive, got {n}.')
-  if not 1 <= b <= n:
-    raise ValueError(f'batch_size must lie in [1, {n}] (the training-set '
-                     f'size), got {b}.')
-  if epochs < 1:
-    raise ValueError(f'epochs must be positive, got {epochs}.')
-  sampling_rate = b / n
-  steps = (n // b) * int(epochs)
+  sampling_rate, steps = accounting.sampling_rate_and_steps(
+      num_train_examples, batch_size, epochs)
   budgets = []
   for epsilon in epsilons:
     accounting.validate(epsilon=epsilon, delta=delta)
     if math.isinf(epsilon):
       budgets.append(Budget(math.inf, delta, 0.0, None, sampling_rate,
-                            math.ceil(n / b) * int(epochs)))
+                            accounting.sampling_rate_and_steps(
+                                num_train_examples, batch_size, epochs,
+                                private=False)[1]))
       continue
-    c = (clip_norm[budget_key(epsilon)] if isinstance(clip_norm, Mapping)
-         else clip_norm)
+    c = (clip_norm[epsilons_lib.epsilon_text(epsilon)]
+         if isinstance(clip_norm, Mapping) else clip_norm)
     if not c > 0:
       raise ValueError(f'clip_norm must be positive, got {c}.')
     z = accounting.calibrate_noise_multiplier(epsilon, delta, sampling_rate,
@@ -166,7 +158,7 @@ def budgets_from_config(config: ml_collections.ConfigDict,
     batch_size: the attack's batch size B; q = B / N.
     clip_norm: C for every budget; None takes each budget's from the recipe.
   """
-  norms = {budget_key(e): clip_norm if clip_norm is not None
+  norms = {epsilons_lib.epsilon_text(e): clip_norm if clip_norm is not None
            else recipe_clip_norm(config, e) for e in epsilons if
            math.isfinite(e)}
   return make_budgets(epsilons, delta=config.dp.delta,
@@ -258,7 +250,7 @@ class Record:
 
   Attributes:
     image_id: the image's index in the split.
-    budget: budget_key of the budget.
+    budget: the budget's key (Budget.key).
     error: the minimum of 1 - SSIM over the candidates.
     candidate: the name of the best candidate ('' if there was none).
   """

@@ -31,6 +31,8 @@ from dp_accounting.rdp import rdp_privacy_accountant
 import numpy as np
 from scipy import special
 
+from dp_medtf import epsilons as epsilons_lib
+
 ORDERS = np.asarray(rdp_privacy_accountant.DEFAULT_RDP_ORDERS, dtype=float)
 _IS_INT = ORDERS == np.floor(ORDERS)
 _INT_ORDERS = ORDERS[_IS_INT].astype(int)
@@ -75,6 +77,45 @@ def validate(*, sampling_rate: float | None = None, steps: int | None = None,
       0.0 < noise_multiplier < math.inf):
     raise ValueError(
         f'noise_multiplier must be positive and finite, got {noise_multiplier}.')
+
+
+def sampling_rate_and_steps(num_examples: int, batch_size: int, epochs: int,
+                            *, private: bool = True) -> tuple[float, int]:
+  """The q and T a training run of N examples is calibrated for.
+
+  DP-SGD samples each example with probability q = B / N per step and runs
+  T = (N // B) * epochs steps; without DP the batches are shuffled, not
+  sampled, and an epoch takes ceil(N / B) steps.
+
+  Args:
+    num_examples: training-set size N >= 1.
+    batch_size: expected batch size B in [1, N].
+    epochs: number of epochs >= 1.
+    private: False for training without DP (epsilon = inf).
+
+  Returns:
+    (q, T).
+
+  Raises:
+    ValueError: naming the impossible argument.
+
+  Example:
+
+    >>> sampling_rate_and_steps(2400, 64, 3)
+    (0.02666666666666667, 111)
+    >>> sampling_rate_and_steps(2400, 64, 3, private=False)[1]
+    114
+  """
+  for name, value in (('num_examples', num_examples),
+                      ('batch_size', batch_size), ('epochs', epochs)):
+    if int(value) != value or value < 1:
+      raise ValueError(f'{name} must be a positive integer, got {value}.')
+  n, b = int(num_examples), int(batch_size)
+  if b > n:
+    raise ValueError(f'batch_size must lie in [1, {n}] (the training-set '
+                     f'size), got {b}.')
+  per_epoch = n // b if private else math.ceil(n / b)
+  return b / n, per_epoch * int(epochs)
 
 
 def dp_event(noise_multiplier: float, sampling_rate: float,
@@ -305,7 +346,8 @@ def _bracket(spend: Callable[[float], float], target: float, log_z: float,
       next_z = log_z + step
       if next_z > math.log(_Z_MAX):
         raise ValueError(
-            f'epsilon={target:g} needs a noise multiplier above {_Z_MAX:g}.')
+            f'epsilon={epsilons_lib.epsilon_text(target)} needs a noise '
+            f'multiplier above {_Z_MAX:g}.')
       next_g = _log_ratio(spend(math.exp(next_z)), target)
       if next_g <= 0:
         return log_z, g, next_z, next_g
@@ -407,9 +449,9 @@ def calibrate_noise_multiplier(epsilon: float, delta: float,
   floor = smallest_reachable_epsilon(delta)
   if epsilon <= floor:
     raise ValueError(
-        f'epsilon={epsilon:g} is unreachable at delta={delta:g}: the RDP '
-        f'accountant certifies no epsilon at or below {floor:.4g}, whatever '
-        f'the noise.')
+        f'epsilon={epsilons_lib.epsilon_text(epsilon)} is unreachable at '
+        f'delta={delta:g}: the RDP accountant certifies no epsilon at or '
+        f'below {floor:.4g}, whatever the noise.')
   q, steps = float(sampling_rate), int(steps)
 
   def upper(z):

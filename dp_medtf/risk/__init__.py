@@ -29,5 +29,4 @@ from dp_medtf.risk.bounds import rero_exact
 from dp_medtf.risk.bounds import rero_relaxed
 from dp_medtf.risk.bounds import rero_worst_case
 from dp_medtf.risk.bounds import risk_profile
-from dp_medtf.risk.bounds import sampling_rate_and_steps
 from dp_medtf.risk.bounds import TOLERANCE

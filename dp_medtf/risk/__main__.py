@@ -17,7 +17,6 @@ Prints a table; optionally writes JSON, CSV and a figure.
 from __future__ import annotations
 
 import json
-import math
 import os
 
 from absl import app
@@ -25,6 +24,7 @@ from absl import flags
 import numpy as np
 
 from dp_medtf import cli
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import recipes
 from dp_medtf.risk import bounds
 from dp_medtf.risk import plot
@@ -53,23 +53,6 @@ _CURVE_POINTS = flags.DEFINE_integer(
     'log-spaced budgets between the smallest and largest, for a smooth curve.')
 
 _EXPLICIT = ('num_examples', 'batch_size', 'epochs', 'delta')
-
-
-def _floats(name: str, values: list[str]) -> list[float]:
-  """Parses a list flag of positive finite numbers."""
-  numbers = []
-  for text in values:
-    try:
-      number = float(text)
-    except ValueError:
-      raise app.UsageError(f'--{name}: {text!r} is not a number.') from None
-    if math.isnan(number) or not 0.0 < number < math.inf:
-      raise app.UsageError(
-          f'--{name} must be positive and finite, got {text}.')
-    numbers.append(number)
-  if not numbers:
-    raise app.UsageError(f'--{name} is empty.')
-  return numbers
 
 
 def _recipes() -> dict[str, dict]:
@@ -120,10 +103,15 @@ def _budgets() -> dict[str, list[float]]:
   if (_EPSILON.value is None) == (_NOISE_MULTIPLIER.value is None):
     raise app.UsageError(
         'Give exactly one of --epsilon and --noise_multiplier.')
-  if _EPSILON.value is not None:
-    return {'epsilons': _floats('epsilon', _EPSILON.value)}
-  return {'noise_multipliers': _floats('noise_multiplier',
-                                       _NOISE_MULTIPLIER.value)}
+  # Both lists take the same rule: positive finite numbers, none repeated.
+  name, values = (('epsilon', _EPSILON.value) if _EPSILON.value is not None
+                  else ('noise_multiplier', _NOISE_MULTIPLIER.value))
+  try:
+    numbers = epsilons_lib.parse_epsilons(','.join(values), f'--{name}',
+                                          finite=True)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  return {f'{name}s': numbers}
 
 
 def _profile(setting: dict, budgets: dict) -> list[dict]:

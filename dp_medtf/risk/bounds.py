@@ -140,31 +140,6 @@ def rero_relaxed(noise_multiplier: float, sampling_rate: float, steps: int,
   return rero(noise_multiplier, sampling_rate, steps, kappa, relaxed=True)
 
 
-def sampling_rate_and_steps(num_examples: int, batch_size: int,
-                            epochs: int) -> tuple[float, int]:
-  """q = B / N and T = (N // B) * epochs, as in training.
-
-  Args:
-    num_examples: training-set size N >= 1.
-    batch_size: expected batch size B in [1, N].
-    epochs: number of epochs >= 1.
-
-  Returns:
-    (q, T).
-
-  Raises:
-    ValueError: naming the impossible argument.
-  """
-  for name, value in (('num_examples', num_examples),
-                      ('batch_size', batch_size), ('epochs', epochs)):
-    if int(value) != value or value < 1:
-      raise ValueError(f'{name} must be a positive integer, got {value}.')
-  if batch_size > num_examples:
-    raise ValueError(f'batch_size must be at most num_examples '
-                     f'({num_examples}), got {batch_size}.')
-  return batch_size / num_examples, (num_examples // batch_size) * int(epochs)
-
-
 def risk_profile(*, num_examples: int, batch_size: int, epochs: int,
                  delta: float, epsilons: list[float] | None = None,
                  noise_multipliers: list[float] | None = None) -> list[dict]:
@@ -192,7 +167,8 @@ def risk_profile(*, num_examples: int, batch_size: int, epochs: int,
   Raises:
     ValueError: naming the impossible argument.
   """
-  q, steps = sampling_rate_and_steps(num_examples, batch_size, epochs)
+  q, steps = accounting.sampling_rate_and_steps(num_examples, batch_size,
+                                                 epochs)
   accounting.validate(delta=delta)
   if (epsilons is None) == (noise_multipliers is None):
     raise ValueError('Give exactly one of epsilons and noise_multipliers.')

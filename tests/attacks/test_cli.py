@@ -102,7 +102,7 @@ def test_cli_writes_csv_summary_and_figures(tmp_path):
     rows = list(csv.DictReader(f))
   assert len(rows) == 6
   assert set(rows[0]) == {'image_id', 'budget', 'error', 'best_candidate'}
-  assert {r['budget'] for r in rows} == {'1e+12', 'inf'}
+  assert {r['budget'] for r in rows} == {'1e12', 'inf'}
   assert {int(r['image_id']) for r in rows} == {0, 1, 2}
   for row in rows:
     assert 0.0 <= float(row['error']) <= 2.0
@@ -110,7 +110,7 @@ def test_cli_writes_csv_summary_and_figures(tmp_path):
   assert all(float(r['error']) < 1e-3 for r in rows if r['budget'] == 'inf')
 
   summary = _summary(workdir)
-  assert set(summary) == {'1e+12', 'inf'}
+  assert set(summary) == {'1e12', 'inf'}
   for entry in summary.values():
     assert set(entry) == SUMMARY_KEYS
     assert entry['num_images'] == 3 and entry['num_skipped'] == 0
@@ -119,8 +119,8 @@ def test_cli_writes_csv_summary_and_figures(tmp_path):
     assert entry['batch_size'] == 1 and entry['run_dir'] is None
   assert summary['inf']['share_below_0.1'] == 1.0
   assert summary['inf']['noise_multiplier'] == 0.0
-  assert 0.0 < summary['1e+12']['noise_multiplier'] < 1e-3
-  assert summary['1e+12']['clip_norm'] == 1.0
+  assert 0.0 < summary['1e12']['noise_multiplier'] < 1e-3
+  assert summary['1e12']['clip_norm'] == 1.0
 
   for name in ('error_cdf.png', 'best_reconstructions.png'):
     with Image.open(workdir / name) as image:
@@ -152,7 +152,7 @@ def test_attack_reads_each_dataset_through_its_split(data_dirs, dataset,
     assert entry['steps'] == 2 * n
   assert summary['inf']['share_below_0.1'] == 1.0
   assert summary['inf']['median_error'] < 1e-3
-  z = summary['1e+15']['noise_multiplier']
+  z = summary['1e15']['noise_multiplier']
   assert 0.0 < z < 1e-3
 
 
@@ -217,7 +217,7 @@ def test_batch_attack_calibrates_for_its_batch(tmp_path):
   with config.unlocked():
     config.dp.epsilon, config.batch_size = 1e15, 2
   plan = fit.plan_privacy(config, DEMO_N)
-  assert summary['1e+15']['noise_multiplier'] == pytest.approx(
+  assert summary['1e15']['noise_multiplier'] == pytest.approx(
       plan.noise_multiplier, rel=1e-12)
 
 

@@ -7,8 +7,8 @@ from dp_medtf.attacks import plots
 
 
 def test_error_cdf_keeps_curves_clear_of_legend_and_border(tmp_path):
-  errors = {'inf': np.zeros(10), '1e+15': np.linspace(0.0, 0.3, 10),
-            '1e+12': np.linspace(0.7, 1.0, 10), '1e+09': np.ones(10)}
+  errors = {'inf': np.zeros(10), '1e15': np.linspace(0.0, 0.3, 10),
+            '1e12': np.linspace(0.7, 1.0, 10), '1e9': np.ones(10)}
   fig = plots.plot_error_cdf(errors, str(tmp_path / 'cdf.png'))
   assert (tmp_path / 'cdf.png').stat().st_size > 0
   ax = fig.axes[0]

@@ -212,10 +212,14 @@ def test_shell_launchers_accept_the_commands_the_sweep_builds():
     (' 8.0 , 1000000000, 1e+18, Infinity', ['8', '1e9', '1e18', 'inf']),
     ('0.5,123456789,1.5e9', ['0.5', '123456789', '1.5e9']),
 ])
-def test_epsilon_tags_are_short_and_exact(text, tags):
-  assert sweep.parse_epsilons(text) == tags
-  for tag in tags:
-    assert sweep.epsilon_tag(float(tag)) == tag
+def test_budgets_are_spelled_once_in_commands_and_folders(text, tags,
+                                                          tmp_path):
+  spec = _spec(tmp_path, epsilons=text, seeds='10')
+  assert spec.epsilons == tuple(tags)
+  runs = sweep.plan_sweep(spec)
+  assert [_flag_value(r.command, 'epsilon') for r in runs] == tags
+  assert [os.path.basename(r.workdir) for r in runs] == [
+      f'eps{tag}_seed10' for tag in tags]
 
 
 def test_workdir_layout(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib
 
+from dp_medtf import epsilons
 from dp_medtf.privacy import accounting
 from dp_medtf.privacy import ledger as privacy_ledger
 
@@ -103,7 +104,7 @@ def test_impossible_inputs_name_the_argument(kwargs, name):
 
 
 def test_unreachably_small_epsilon_is_an_error():
-  with pytest.raises(ValueError, match='epsilon=1e-06'):
+  with pytest.raises(ValueError, match='epsilon=1e-6 '):
     accounting.calibrate_noise_multiplier(1e-6, DELTA, 1.0, 10_000)
 
 
@@ -201,7 +202,8 @@ def test_smallest_reachable_epsilon():
   # Order 1024 with zero RDP: log1p(-1/1024) - log(delta * 1024) / 1023.
   assert floor == pytest.approx(
       math.log1p(-1 / 1024) - math.log(DELTA * 1024) / 1023, rel=1e-12)
-  with pytest.raises(ValueError, match=f'epsilon={0.99 * floor:g} is unr'):
+  below = epsilons.epsilon_text(0.99 * floor)
+  with pytest.raises(ValueError, match=f'epsilon={below} is unr'):
     accounting.calibrate_noise_multiplier(0.99 * floor, DELTA, 0.01, 1000)
   z = accounting.calibrate_noise_multiplier(1.1 * floor, DELTA, 0.01, 1000)
   assert 1.1 * floor * (1 - 1e-3) <= accounting.spent_epsilon(
@@ -229,3 +231,27 @@ def test_ledger_composes_like_dp_accounting_where_it_is_sound(z1, z2):
   reference.compose(accounting.dp_event(z2, 0.02, 200))
   assert ledger.epsilon(1e-5) == pytest.approx(reference.get_epsilon(1e-5),
                                                rel=1e-6)
+
+
+@pytest.mark.parametrize('n,b,epochs,private,expected', [
+    (2400, 64, 3, True, (64 / 2400, 37 * 3)),   # The last partial batch of
+    (2400, 64, 3, False, (64 / 2400, 38 * 3)),  # an epoch: sampled, or not.
+    (106, 1, 500, True, (1 / 106, 53_000)),
+    (10, 10, 2, True, (1.0, 2)),
+])
+def test_sampling_rate_and_steps(n, b, epochs, private, expected):
+  assert accounting.sampling_rate_and_steps(n, b, epochs,
+                                            private=private) == expected
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(num_examples=0, batch_size=1, epochs=1), 'num_examples'),
+    (dict(num_examples=10, batch_size=11, epochs=1),
+     r'batch_size must lie in \[1, 10\]'),
+    (dict(num_examples=10, batch_size=0, epochs=1), 'batch_size'),
+    (dict(num_examples=10, batch_size=2.5, epochs=1), 'batch_size'),
+    (dict(num_examples=10, batch_size=2, epochs=0), 'epochs'),
+])
+def test_sampling_rate_and_steps_rejects(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    accounting.sampling_rate_and_steps(**kwargs)

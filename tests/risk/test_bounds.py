@@ -159,7 +159,7 @@ def test_huge_epsilon_with_few_steps_is_coverage():
 ])
 def test_impossible_recipes_raise(kwargs, name):
   with pytest.raises(ValueError, match=name):
-    bounds.sampling_rate_and_steps(**kwargs)
+    bounds.risk_profile(**kwargs, delta=1e-5, epsilons=[1.0])
 
 
 @pytest.mark.parametrize('kwargs,name', [
