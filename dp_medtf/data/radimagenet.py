@@ -255,7 +255,7 @@ def _resize_crop(size: int):
   return preprocess
 
 
-def _modality_affine(modalities: tuple[str, ...], data_config
+def modality_affine(modalities: tuple[str, ...], data_config
                      ) -> tuple[np.ndarray, np.ndarray]:
   """Per-modality (scale, shift) = (1 / std, -mean / std) of the recipe's
   fixed `modality_stats` (never measured on the private training split).
@@ -324,8 +324,8 @@ def load_split(config: ml_collections.ConfigDict, split: str,
                     'config.num_classes=%d.', num, config.num_classes)
   records = index.splits[split]
   if config.data.get('normalize_by_modality', True):
-    scale, shift = _modality_affine(index.modalities,
-                                    files.freeze(config.data))
+    scale, shift = modality_affine(index.modalities,
+                                   files.freeze(config.data))
     with tf.init_scope():
       preprocess = _normalized_by_modality(
           size, tf.constant(records.modalities), tf.constant(scale),

@@ -420,7 +420,7 @@ def load_split(config: ml_collections.ConfigDict, split: str,
   affine = None
   if config.data.get('normalize_by_modality', False):
     from dp_medtf.data import radimagenet  # pylint: disable=g-import-not-at-top
-    affine = radimagenet._modality_affine(  # pylint: disable=protected-access
+    affine = radimagenet.modality_affine(
         tuple(meta['modalities']), files.freeze(config.data))
   records = RecordSplit(data_dir, local, meta, split, affine)
   return files.load_into_memory(records,

@@ -83,6 +83,33 @@ class PrivacyLedger(tf.Module):
         [(s.noise_multiplier, s.sampling_rate, s.steps)
          for s in self.segments], delta)
 
+  def projected_epsilon(self, delta: float, noise_multiplier: float,
+                        sampling_rate: float, more_steps: int) -> float:
+    """Epsilon after `more_steps` further steps (none is recorded).
+
+    Example:
+
+      >>> ledger = PrivacyLedger()
+      >>> ledger.record(1.0, 0.01, steps=100)
+      >>> ledger.projected_epsilon(1e-5, 1.0, 0.01, 100) > ledger.epsilon(1e-5)
+      True
+    """
+    segments = [(s.noise_multiplier, s.sampling_rate, s.steps)
+                for s in self.segments]
+    if more_steps > 0:
+      accounting.validate(noise_multiplier=noise_multiplier,
+                          sampling_rate=sampling_rate, steps=more_steps)
+      if segments and segments[-1][:2] == (noise_multiplier, sampling_rate):
+        # As `record` merges: one segment is accounted exactly.
+        segments[-1] = (noise_multiplier, sampling_rate,
+                        segments[-1][2] + more_steps)
+      else:
+        segments.append((noise_multiplier, sampling_rate, more_steps))
+    if not segments:
+      return 0.0
+    accounting.validate(delta=delta)
+    return accounting.composed_epsilon(segments, delta)
+
   def to_dict(self) -> list[dict[str, float]]:
     """The segments as plain dicts (for results.json)."""
     return [dataclasses.asdict(s) for s in self.segments]
