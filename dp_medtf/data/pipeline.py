@@ -3,10 +3,13 @@
 A split is anything with `len(split)` and a traceable
 `split.load_example(index) -> (x, y)` (see dp_medtf.data.Split): arrays in
 memory, or files read on demand. The train pipeline turns a plan of physical
-chunks (from sampling.py) into (x [b, K, ...], y [b, ...], mask [b]) batches:
-load each example in a parallel map, batch back into the chunks, normalise,
-augment into K views. Augmentation seeds derive from (seed, step), so the
-stream is deterministic given the seed.
+chunks (from sampling.py) into (x [b, ...], y [b, ...], mask [b]) batches of
+the examples as stored: load each example in a parallel map, batch back into
+the chunks. Normalising them and making the K augmented views
+(`training_views`) is the train step's first operation, on the accelerator:
+done in tf.data it multiplied the bytes each example costs on the host by K
+and made the host CPU the bottleneck. Augmentation seeds derive from
+(seed, step), so the views are deterministic given the seed.
 
 Example:
 
@@ -14,10 +17,12 @@ Example:
   ...                    np.zeros([10], np.int32))
   >>> norm = Normalizer.fixed(mean=[0.5], std=[0.25])
   >>> plan = [(0, c) for c in sampling.to_chunks(np.arange(5), 4)]
-  >>> ds = train_dataset(split, plan, norm, multiplicity=2, flip_probs={},
-  ...                    seed=0)
-  >>> [x.shape for x, y, m in ds.take(1)]
-  [TensorShape([4, 2, 8, 8, 1])]
+  >>> x, y, mask = next(iter(train_dataset(split, plan)))
+  >>> x.shape, mask.numpy().tolist()
+  (TensorShape([4, 8, 8, 1]), [1.0, 1.0, 1.0, 1.0])
+  >>> training_views(x, norm, multiplicity=2, flip_probs={1: 0.5}, seed=0,
+  ...                step=0).shape
+  TensorShape([4, 2, 8, 8, 1])
 """
 
 from __future__ import annotations
@@ -93,45 +98,64 @@ class Normalizer:
     return (tf.cast(x, tf.float32) - self.mean) / self.std
 
 
-def train_dataset(split, plan: Iterable[tuple[int, sampling.Chunk]],
-                  normalizer: Normalizer, multiplicity: int,
-                  flip_probs: Mapping[int, float],
-                  seed: int) -> tf.data.Dataset:
-  """The stream of physical training chunks.
+def train_dataset(split, plan: Iterable[tuple[int, sampling.Chunk]]
+                  ) -> tf.data.Dataset:
+  """The stream of physical training chunks, as stored.
 
   Args:
     split: the training split.
     plan: (step, chunk) pairs in order; all chunks of one size.
+
+  Returns:
+    A dataset of (x [b, ...], y [b, ...], mask [b]), one element per chunk
+    of the plan; x as `split.load_example` gives it (training_views makes
+    the model's input from it).
+  """
+  plan = list(plan)
+  chunk_size = len(plan[0][1].indices)
+  indices = np.concatenate([c.indices for _, c in plan])
+  masks = np.concatenate([c.mask for _, c in plan])
+
+  def load(index, mask):
+    x, y = split.load_example(index)
+    return x, y, mask
+
+  ds = tf.data.Dataset.from_tensor_slices((indices, masks))
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(chunk_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def training_views(x: tf.Tensor, normalizer: Normalizer, multiplicity: int,
+                   flip_probs: Mapping[int, float], seed: int | tf.Tensor,
+                   step: int | tf.Tensor) -> tf.Tensor:
+  """The model's training input from a chunk of train_dataset.
+
+  Traceable; the train step runs it inside its tf.function.
+
+  Args:
+    x: [b, ...] examples as stored.
     normalizer: the input standardisation.
     multiplicity: K views per example.
     flip_probs: flip probability per spatial axis (see augment.views).
     seed: the augmentation seed.
+    step: the training step the chunk belongs to.
 
   Returns:
-    A dataset of (x [b, K, ...], y [b, ...], mask [b]).
+    [b, K, ...] float32: K augmented views of each normalised example.
   """
-  plan = list(plan)
-  chunk_size = len(plan[0][1].indices)
-  steps = np.repeat([s for s, _ in plan], chunk_size).astype(np.int64)
-  indices = np.concatenate([c.indices for _, c in plan])
-  masks = np.concatenate([c.mask for _, c in plan])
+  seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+  return augment.views(normalizer(x), multiplicity, flip_probs, seed=seed)
 
-  def load(step, index, mask):
-    x, y = split.load_example(index)
-    return step, x, y, mask
 
-  def finish(step, x, y, mask):
-    x = augment.views(normalizer(x), multiplicity, flip_probs,
-                      seed=tf.stack([tf.cast(seed, tf.int64), step[0]]))
-    if len(y.shape) > 1 and (flip_probs and max(flip_probs.values()) > 0):
-      raise NotImplementedError('Flipping label maps is not supported.')
-    return x, y, mask
+def check_flips(label_shape: tuple[int, ...],
+                flip_probs: Mapping[int, float]) -> None:
+  """Refuses flips with label maps (the labels would have to flip too).
 
-  ds = tf.data.Dataset.from_tensor_slices((steps, indices, masks))
-  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(chunk_size, drop_remainder=True)
-  return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True).prefetch(tf.data.AUTOTUNE)
+  Raises:
+    NotImplementedError: label maps (segmentation) with a flip probability.
+  """
+  if label_shape and flip_probs and max(flip_probs.values()) > 0:
+    raise NotImplementedError('Flipping label maps is not supported.')
 
 
 def eval_dataset(split, normalizer: Normalizer,

@@ -5,11 +5,12 @@ Three rates, on the recipe's training split:
   * reader, first pass: load_example over the split, from the files (for
     MSD Liver also resampling, which fills the volume cache);
   * reader, later passes: the same again (OS and volume caches warm);
-  * train pipeline: pipeline.train_dataset's chunks (load, normalise, K
-    augmented views), as fit.py consumes them;
+  * train pipeline: pipeline.train_dataset's chunks (load, batch into
+    chunks), as PrivateModel.fit consumes them;
 
 and the train step's consumption: examples per second that the recipe's
-step (DP or not, by --epsilon) processes on one chunk, excluding input. The
+step (DP or not, by --epsilon) processes on one chunk, its normalising
+and K views included, its input excluded. The
 input keeps up when the pipeline's rate exceeds the step's.
 
 Usage:
@@ -120,7 +121,7 @@ def reader_rates(split, examples: int) -> tuple[float, float]:
   return first, later
 
 
-def pipeline_rate(config, split, plan, normalizer, examples: int) -> float:
+def pipeline_rate(config, split, plan, examples: int) -> float:
   """Examples per second of pipeline.train_dataset's chunks."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from dp_medtf.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -129,10 +130,8 @@ def pipeline_rate(config, split, plan, normalizer, examples: int) -> float:
   rng = np.random.default_rng(0)
   plan_chunks = [(s, c) for s in range(chunks) for c in sampling.to_chunks(
       rng.integers(0, len(split), plan.chunk_size), plan.chunk_size)]
-  ds = pipeline.train_dataset(
-      split, plan_chunks, normalizer, int(config.augment.multiplicity),
-      _flip_probs(config), int(config.seed))
-  rate, _ = _rate(ds, lambda e: int(e[0].shape[0]))
+  rate, _ = _rate(pipeline.train_dataset(split, plan_chunks),
+                  lambda e: int(e[0].shape[0]))
   return rate
 
 
@@ -148,14 +147,15 @@ def step_rate(config, plan, split, normalizer, repeats: int) -> float:
   step = fit.make_step(config, plan, model)
   chunk = sampling.to_chunks(
       list(range(min(plan.chunk_size, len(split)))), plan.chunk_size)[0]
-  x, y, mask = next(iter(pipeline.train_dataset(
-      split, [(0, chunk)], normalizer, int(config.augment.multiplicity),
-      _flip_probs(config), int(config.seed))))
-  step.accumulate(x, y, mask)
+  stored, y, mask = next(iter(pipeline.train_dataset(split, [(0, chunk)])))
+  views = tf.function(lambda x, s: pipeline.training_views(
+      x, normalizer, int(config.augment.multiplicity), _flip_probs(config),
+      int(config.seed), s))
+  step.accumulate(views(stored, tf.constant(0, tf.int64)), y, mask)
   step.apply()
   start = time.perf_counter()
-  for _ in range(repeats):
-    loss = step.accumulate(x, y, mask)
+  for i in range(repeats):  # As PrivateModel.fit: views, then the step.
+    loss = step.accumulate(views(stored, tf.constant(i, tf.int64)), y, mask)
     step.apply()
   float(tf.reduce_sum(loss))
   return repeats * plan.chunk_size / (time.perf_counter() - start)
@@ -259,11 +259,7 @@ def measure_source(config, data_dir: str, batches: int) -> dict:
   chunk = int(config.physical_batch_size)
   plan = [(step, c) for step in range(batches)
           for c in sampling.to_chunks(sampler.step_indices(step), chunk)]
-  normalizer = pipeline.Normalizer.fixed(config.normalization.mean,
-                                         config.normalization.std)
-  ds = pipeline.train_dataset(split, plan, normalizer,
-                              int(config.augment.multiplicity),
-                              _flip_probs(config), int(config.seed))
+  ds = pipeline.train_dataset(split, plan)
   first = None
   examples = 0
   for _, _, mask in ds:
@@ -291,14 +287,12 @@ def measure_step(config, data_dir: str, chunk: int, repeats: int) -> dict:
   """Examples per second the recipe's DP step consumes on `chunk` examples."""
   from dp_medtf import data  # pylint: disable=g-import-not-at-top
   from dp_medtf import fit  # pylint: disable=g-import-not-at-top
-  from dp_medtf.data import pipeline  # pylint: disable=g-import-not-at-top
   config = copy.deepcopy(config)
   with config.unlocked():
     config.physical_batch_size = chunk
   split = data.load_split(config, 'train', data_dir)
   plan = fit.plan_privacy(config, len(split))
-  normalizer = pipeline.Normalizer.fixed(config.normalization.mean,
-                                         config.normalization.std)
+  normalizer = fit.normalizer_for(config, split, plan.private)
   return {'examples_per_s': step_rate(config, plan, split, normalizer,
                                       repeats),
           'chunk': plan.chunk_size, 'peak_rss_mb': _peak_rss_mb()}
@@ -394,7 +388,6 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from dp_medtf import data  # pylint: disable=g-import-not-at-top
   from dp_medtf import fit  # pylint: disable=g-import-not-at-top
-  from dp_medtf.data import pipeline  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel('ERROR')
   try:
     split = data.load_split(config, 'train', data_dir)
@@ -411,8 +404,8 @@ def main(argv):
         data.load_split(files_config, 'train', data_dir), _EXAMPLES.value)
   else:
     first, later = reader_rates(split, _EXAMPLES.value)
-  normalizer = pipeline.Normalizer.fit(split)
-  chained = pipeline_rate(config, split, plan, normalizer, _EXAMPLES.value)
+  normalizer = fit.normalizer_for(config, split, plan.private)
+  chained = pipeline_rate(config, split, plan, _EXAMPLES.value)
   try:
     consumed = step_rate(config, plan, split, normalizer,
                          _STEP_REPEATS.value)

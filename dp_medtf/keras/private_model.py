@@ -131,7 +131,7 @@ class PrivateModel(tf.keras.Model):
     flip_probs: augmentation: flip probability per spatial axis (1-based),
       applied independently to each of the K views.
     normalization: {'mean': [...], 'std': [...]} per channel, applied to
-      each input in the pipeline (fixed constants: statistics of private
+      each input before the views and in `call` (fixed constants: statistics of private
       data would be an unaccounted release); None: inputs as given.
     **kwargs: tf.keras.Model's (name).
   """
@@ -268,12 +268,8 @@ class PrivateModel(tf.keras.Model):
     z = config.resolved_noise_multiplier
     if z == 0:
       return math.inf
-    projected = privacy_ledger.PrivacyLedger()
-    for s in self.ledger.segments:
-      projected.record(s.noise_multiplier, s.sampling_rate, s.steps)
-    if last_step > self.steps_taken:
-      projected.record(z, config.sampling_rate, last_step - self.steps_taken)
-    return projected.epsilon(config.delta) if projected.steps else 0.0
+    return self.ledger.projected_epsilon(config.delta, z, config.sampling_rate,
+                                         last_step - self.steps_taken)
 
   def train_step_object(self):
     """The package's step (accumulate chunks, apply once), built once."""
@@ -292,6 +288,13 @@ class PrivateModel(tf.keras.Model):
         engine=config.engine, jit_compile=config.jit_compile)
     object.__setattr__(self, '_step', step)
     return step
+
+  @tf.function
+  def _training_views(self, x, step):
+    """Normalised, augmented views of a chunk, on the model's device."""
+    return pipeline.training_views(
+        x, self._normalizer, self.dp_config.augmentation_multiplicity,
+        self.flip_probs, self.dp_config.seed, step)
 
   @tf.function
   def _weights_finite(self):
@@ -439,14 +442,14 @@ class PrivateModel(tf.keras.Model):
           private=config.private, sampling_key=key, seed=config.seed,
           first_step=self.steps_taken, last_step=last_step)
       callbacks.on_epoch_begin(epoch)
-      dataset = pipeline.train_dataset(
-          split, plan, self._normalizer, config.augmentation_multiplicity,
-          self.flip_probs, config.seed)
+      dataset = pipeline.train_dataset(split, plan)
       last_chunk = {s: i for i, (s, _) in enumerate(plan)}
       losses, loss_sum, loss_count = [], 0.0, 0
       for i, ((s, _), (xb, yb, mask)) in enumerate(zip(plan, dataset)):
         if not losses:
           callbacks.on_train_batch_begin(s - epoch * spe)
+        pipeline.check_flips(tuple(yb.shape[1:]), self.flip_probs)
+        xb = self._training_views(xb, tf.constant(s, tf.int64))
         losses.append(step.accumulate(xb, yb, mask))
         if last_chunk[s] != i:
           continue

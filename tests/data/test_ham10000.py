@@ -105,9 +105,12 @@ def test_feeds_the_training_pipeline(ham):
   train = ham10000.load_split(_config(), 'train', ham)
   norm = pipeline.Normalizer.fit(train)
   plan = [(0, c) for c in sampling.to_chunks(np.arange(10), 8)]
-  shapes = [(x.shape, y.shape, m.shape) for x, y, m in
-            pipeline.train_dataset(train, plan, norm, 2, {1: 0.5}, seed=0)]
-  assert shapes == [((8, 2, SIZE, SIZE, 3), (8,), (8,))] * 2
+  chunks = list(pipeline.train_dataset(train, plan))
+  assert [(x.shape, y.shape, m.shape) for x, y, m in chunks] == [
+      ((8, SIZE, SIZE, 3), (8,), (8,))] * 2
+  views = pipeline.training_views(chunks[0][0], norm, 2, {1: 0.5}, seed=0,
+                                  step=0)
+  assert views.shape == (8, 2, SIZE, SIZE, 3)
   assert norm.mean.shape == (3,) and np.all(norm.std > 0)
 
 

@@ -144,11 +144,11 @@ def test_fit_equals_the_package_step_loop_at_noise_0(optimizer):
     plan = sampling.epoch_plan(N, B, N // B, epoch, config.chunk_size(),
                                private=True, sampling_key=key)
     last = {s: i for i, (s, _) in enumerate(plan)}
-    data = pipeline.train_dataset(split, plan,
-                                  pipeline.Normalizer.fixed(0.0, 1.0), 1, {},
-                                  3)
+    data = pipeline.train_dataset(split, plan)
     for i, ((s, _), (xb, yb, mb)) in enumerate(zip(plan, data)):
-      step.accumulate(xb, yb, mb)
+      views = pipeline.training_views(xb, pipeline.Normalizer.fixed(0.0, 1.0),
+                                      1, {}, seed=3, step=s)
+      step.accumulate(views, yb, mb)
       if last[s] == i:
         step.apply()
   for a, b in zip(private.model.get_weights(), net.get_weights()):
