@@ -19,20 +19,17 @@ Command:
 
 import ml_collections
 
+from dp_medtf.configs import base
 from dp_medtf.configs import ham10000
 
 
 def get_config() -> ml_collections.ConfigDict:
   """The HAM10000 baseline: the DP recipe with what differs."""
-  config = ham10000.get_config()
-  config.recipe = 'ham10000_baseline'
+  config = base.make_baseline(ham10000.get_config(), patience=50)
   # Each example's cross-entropy times the weight of its label
   # (benign, needs treatment).
   config.class_weights = (0.1, 0.9)
   config.batch_size = 32
   config.epochs = 500  # At most: early stopping decides.
   config.augment.flip_vertical = 0.5
-  config.dp.epsilon = float('inf')
-  config.budget_rules = ()
-  config.early_stopping.patience = 50
   return config

@@ -18,18 +18,15 @@ Command:
 
 import ml_collections
 
+from dp_medtf.configs import base
 from dp_medtf.configs import msd_liver
 
 
 def get_config() -> ml_collections.ConfigDict:
   """The MSD Liver baseline: the DP recipe with what differs."""
-  config = msd_liver.get_config()
-  config.recipe = 'msd_liver_baseline'
+  config = base.make_baseline(msd_liver.get_config(), patience=50)
   config.class_weights = (0.1, 0.4, 0.5)
   config.batch_size = 2
-  config.dp.epsilon = float('inf')
-  config.budget_rules = ()
   # At most the DP recipe's 500 epochs: early stopping decides.
-  config.early_stopping.patience = 50
   config.early_stopping.metric = 'soft_dice'
   return config

@@ -19,13 +19,13 @@ Command:
 
 import ml_collections
 
+from dp_medtf.configs import base
 from dp_medtf.configs import radimagenet
 
 
 def get_config() -> ml_collections.ConfigDict:
   """The RadImageNet baseline: the DP recipe with what differs."""
-  config = radimagenet.get_config()
-  config.recipe = 'radimagenet_baseline'
+  config = base.make_baseline(radimagenet.get_config(), patience=5)
   config.model = ml_collections.ConfigDict(dict(
       name='wideresnet', depth=40, width=64, norm='batch',
       activation='mish'))
@@ -33,7 +33,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.epochs = 200  # At most: early stopping decides.
   config.augment.flip_horizontal = 0.1  # Vertical: 0.2, as in the DP recipe.
   config.augment.multiplicity = 1
-  config.dp.epsilon = float('inf')
-  config.budget_rules = ()
-  config.early_stopping.patience = 5
   return config
