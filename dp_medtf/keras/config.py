@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import math
 
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf.data import sampling
 from dp_medtf.privacy import accounting
 from dp_medtf.privacy import step as dp_step
@@ -120,8 +121,8 @@ class DPKerasConfig:
                           sampling_rate=self.sampling_rate,
                           steps=self.train_steps_total)
       if self.epsilon < accounting.smallest_reachable_epsilon(self.delta):
-        _fail(f'epsilon={self.epsilon:g} cannot be reached at delta='
-              f'{self.delta:g} with any noise.')
+        _fail(f'epsilon={epsilons_lib.epsilon_text(self.epsilon)} cannot be '
+              f'reached at delta={self.delta:g} with any noise.')
 
   @property
   def private(self) -> bool:
@@ -131,14 +132,16 @@ class DPKerasConfig:
   @property
   def sampling_rate(self) -> float:
     """q = B / N."""
-    return self.batch_size / self.train_size
+    return self._q_and_epoch()[0]
 
   @property
   def steps_per_epoch(self) -> int:
     """N // B for DP (Poisson batches of B on average); ceil(N / B) without."""
-    if self.private:
-      return self.train_size // self.batch_size
-    return math.ceil(self.train_size / self.batch_size)
+    return self._q_and_epoch()[1]
+
+  def _q_and_epoch(self) -> tuple[float, int]:
+    return accounting.sampling_rate_and_steps(
+        self.train_size, self.batch_size, 1, private=self.private)
 
   @property
   def train_steps_total(self) -> int:

@@ -64,7 +64,7 @@ def _private(config=None, optimizer='nadam', seed=0):
     ('engine', dict(engine='fast')),
     ('augmentation_multiplicity', dict(augmentation_multiplicity=0)),
     ('physical_batch_size', dict(physical_batch_size=-2)),
-    ('epsilon=1e-06 cannot be reached', dict(epsilon=1e-6)),
+    ('epsilon=1e-6 cannot be reached', dict(epsilon=1e-6)),
 ])
 def test_config_errors_name_the_field(field, kwargs):
   with pytest.raises(ValueError) as e:
