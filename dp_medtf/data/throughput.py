@@ -27,13 +27,14 @@ Scale mode (--scale=N) compares the two sources of RadImageNet at the
 recipe's shape: it writes a synthetic RadImageNet-format corpus of N
 grayscale PNGs (a few hundred distinct 224 x 224 images, each saved under
 many names; 80/10/10 split files) into --scale_dir, prepares it, then, each
-in a fresh process, delivers --scale_batches Poisson batches (the recipe's
-3,328 examples per step, K = 4 views, its physical chunks) to the train step
-from the raw files and from the records, and times the recipe's DP step on a
-small chunk. It prints a table and one JSON line: examples/s delivered,
-time to the first chunk (index or metadata included), peak RSS per source,
-and the step's consumption. --scale_phase runs one phase at a time
-(generate, prepare, measure; each skips work already done).
+in a fresh process, delivers one warm-up and then --scale_batches timed
+Poisson batches (the recipe's 3,328 examples per step, in its physical
+chunks) to the train step from the raw files and from the records, and times
+the recipe's DP step (normalising and K = 4 views included) on a small
+chunk. It prints a table and one JSON line: examples/s delivered, time to
+the first chunk (index or metadata included), peak RSS per source, and the
+step's consumption. --scale_phase runs one phase at a time (generate,
+prepare, measure; each skips work already done).
 
   python -m dp_medtf.data.throughput --dataset=radimagenet --scale=100000 \
       --scale_dir=/tmp/rin_scale
@@ -76,6 +77,10 @@ _SCALE_STEP_CHUNK = flags.DEFINE_integer(
     'scale_step_chunk', 2, 'Scale mode: the chunk the train step is timed on '
     '(its rate per example; the recipe\'s chunk of 64 x 4 views at 224 x 224 '
     'does not fit a small machine); 0: do not time the step.')
+_COLD = flags.DEFINE_bool(
+    'scale_cold', False, 'Scale mode: empty the OS page cache before each '
+    'source (Linux, as root), so that every file is read from disk, as when '
+    'a dataset is larger than memory.')
 _SOURCE = flags.DEFINE_enum(
     'scale_source', None, ('raw', 'records', 'step'),
     'Internal: measure one source in this process.')
@@ -244,9 +249,14 @@ def _peak_rss_mb() -> float:
 def measure_source(config, data_dir: str, batches: int) -> dict:
   """Delivers Poisson batches from one source to the train step's input.
 
+  Batch 0 warms the pipeline up (threads, autotuning) and is timed apart;
+  batches 1..`batches` give the steady rate.
+
   Returns:
-    {'examples_per_s', 'first_chunk_s' (from load_split to the first
-    chunk), 'examples', 'peak_rss_mb', 'num_train'}.
+    {'examples_per_s' (steady), 'first_batch_examples_per_s',
+    'reader_examples_per_s' (load_example alone, one more batch),
+    'first_chunk_s' (from load_split to the first chunk), 'examples',
+    'peak_rss_mb', 'num_train'}.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from dp_medtf import data  # pylint: disable=g-import-not-at-top
@@ -257,20 +267,21 @@ def measure_source(config, data_dir: str, batches: int) -> dict:
   n = len(split)
   sampler = sampling.PoissonSampler(n, int(config.batch_size) / n, key=0)
   chunk = int(config.physical_batch_size)
-  plan = [(step, c) for step in range(batches)
+  plan = [(step, c) for step in range(batches + 1)
           for c in sampling.to_chunks(sampler.step_indices(step), chunk)]
-  ds = pipeline.train_dataset(split, plan)
-  first = None
-  examples = 0
-  for _, _, mask in ds:
-    if first is None:
-      first = time.perf_counter()
-      first_chunk_s = first - began
-    else:
-      examples += int(tf.reduce_sum(mask))
-  rate = examples / max(time.perf_counter() - first, 1e-9)
-  # The source alone: load_example over one Poisson batch, no views.
-  indices = sampler.step_indices(batches)
+  first_chunk_s = None
+  examples = {0: 0, 1: 0}  # Warm-up batch, timed batches.
+  ends = {}
+  for (step, _), (_, _, mask) in zip(plan, pipeline.train_dataset(split,
+                                                                  plan)):
+    if first_chunk_s is None:
+      first_chunk_s = time.perf_counter() - began
+    examples[min(step, 1)] += int(tf.reduce_sum(mask))
+    ends[min(step, 1)] = time.perf_counter()
+  first_batch_rate = examples[0] / (ends[0] - began - first_chunk_s)
+  rate = examples[1] / max(ends[1] - ends[0], 1e-9)
+  # The source alone: load_example over one more Poisson batch.
+  indices = sampler.step_indices(batches + 1)
   reader = tf.data.Dataset.from_tensor_slices(indices).map(
       split.load_example, num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True).batch(chunk).prefetch(tf.data.AUTOTUNE)
@@ -278,8 +289,10 @@ def measure_source(config, data_dir: str, batches: int) -> dict:
   for _ in reader:
     pass
   reader_rate = len(indices) / (time.perf_counter() - start)
-  return {'examples_per_s': rate, 'reader_examples_per_s': reader_rate,
-          'first_chunk_s': first_chunk_s, 'examples': examples,
+  return {'examples_per_s': rate,
+          'first_batch_examples_per_s': first_batch_rate,
+          'reader_examples_per_s': reader_rate,
+          'first_chunk_s': first_chunk_s, 'examples': examples[1],
           'peak_rss_mb': _peak_rss_mb(), 'num_train': n}
 
 
@@ -296,6 +309,22 @@ def measure_step(config, data_dir: str, chunk: int, repeats: int) -> dict:
   return {'examples_per_s': step_rate(config, plan, split, normalizer,
                                       repeats),
           'chunk': plan.chunk_size, 'peak_rss_mb': _peak_rss_mb()}
+
+
+def drop_page_cache() -> None:
+  """Empties Linux's page cache (needs root).
+
+  Raises:
+    cli.Fault: where it cannot (not Linux, not root).
+  """
+  try:
+    os.sync()
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+      f.write('1\n')
+  except OSError as e:
+    raise cli.Fault(f'--scale_cold: cannot empty the page cache '
+                    f'(/proc/sys/vm/drop_caches: {e.strerror}); it needs '
+                    'Linux and root.') from None
 
 
 def _child(source: str, argv: list[str]) -> dict:
@@ -349,17 +378,23 @@ def scale_main(config, argv: list[str]) -> None:
   results = {}
   sources = ('raw', 'records') + (('step',) if _SCALE_STEP_CHUNK.value else ())
   for source in sources:
+    if _COLD.value and source != 'step':
+      drop_page_cache()
     results[source] = _child(source, argv)
     print(f'{source}: {json.dumps(results[source])}', flush=True)
   raw, records = results['raw'], results['records']
   print(f'RadImageNet format, {_SCALE.value} images ({raw["num_train"]} '
-        f'train), 224x224x1, Poisson batches of {config.batch_size}, '
+        f'train, page cache {"emptied" if _COLD.value else "as found"}), '
+        f'224x224x1, Poisson batches of {config.batch_size}, '
         f'K={config.augment.multiplicity}, chunks of '
-        f'{config.physical_batch_size}, {_SCALE_BATCHES.value} batches')
-  print('  source    delivered/s  reader/s  first chunk (s)  peak RSS (MB)')
+        f'{config.physical_batch_size}, {_SCALE_BATCHES.value} timed batches '
+        'after one warm-up batch')
+  print('  source    delivered/s  first batch/s  reader/s  first chunk (s)  '
+        'peak RSS (MB)')
   for name in ('raw', 'records'):
     r = results[name]
     print(f'  {name:8s} {r["examples_per_s"]:12.0f} '
+          f'{r["first_batch_examples_per_s"]:14.0f} '
           f'{r["reader_examples_per_s"]:9.0f} {r["first_chunk_s"]:16.1f} '
           f'{r["peak_rss_mb"]:14.0f}')
   speedup = records['examples_per_s'] / raw['examples_per_s']
@@ -371,7 +406,7 @@ def scale_main(config, argv: list[str]) -> None:
     print(f'  DP {config.model.name} step consumes '
           f'{results["step"]["examples_per_s"]:.2f} examples/s (chunk '
           f'{results["step"]["chunk"]})')
-  print(json.dumps({'scale': _SCALE.value, **results}))
+  print(json.dumps({'scale': _SCALE.value, 'cold': _COLD.value, **results}))
 
 
 def main(argv):

@@ -51,6 +51,7 @@ def test_scale_mode_reports_both_sources(tmp_path):
     assert r['examples'] > 0 and r['examples_per_s'] > 0
     assert r['first_chunk_s'] > 0 and r['peak_rss_mb'] > 0
     assert r['reader_examples_per_s'] > 0
+    assert r['first_batch_examples_per_s'] > 0
   assert result['step']['examples_per_s'] > 0 and result['step']['chunk'] == 2
   assert 'records / raw:' in proc.stdout
   assert os.path.exists(tmp_path / 'prepared' / 'prepared.json')
