@@ -61,6 +61,7 @@ from dp_medtf import data
 from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import models
+from dp_medtf import runs as runs_lib
 from dp_medtf import train
 from dp_medtf.attacks import imprint
 from dp_medtf.attacks import plots
@@ -96,23 +97,27 @@ flags.register_validator('batch_size', lambda n: n >= 1,
                          'must be at least 1.')
 
 
-def read_run(run_dir: str) -> dict:
-  """The results.json of a train workdir.
+def read_run(run_dir: str) -> runs_lib.RunResults:
+  """The results.json of a train workdir, checked (dp_medtf.runs).
+
+  Args:
+    run_dir: the workdir.
+
+  Returns:
+    The run's RunResults.
 
   Raises:
-    app.UsageError: naming --run_dir, when it is missing or unreadable.
+    app.UsageError: naming --run_dir, when results.json is missing,
+      unreadable, or lacks or mistypes a field (named).
   """
   try:
-    results = json_files.read_json(os.path.join(run_dir, 'results.json'),
-                                   default=None)
+    results = runs_lib.read_results(run_dir, missing_ok=True)
   except json_files.JsonFileError as e:
     raise app.UsageError(f'--run_dir={run_dir}: {e}') from None
   if results is None:
-    raise app.UsageError(f'--run_dir={run_dir} has no results.json; is it a '
-                         'workdir of python -m dp_medtf.train?')
-  if not isinstance(results, dict):
-    raise app.UsageError(f'--run_dir={run_dir}: results.json is not an '
-                         'object.')
+    raise app.UsageError(f'--run_dir={run_dir} has no '
+                         f'{runs_lib.RESULTS_FILE}; is it a workdir of '
+                         'python -m dp_medtf.train?')
   return results
 
 
@@ -130,13 +135,13 @@ def budgets_from_runs(run_dirs, config, num_train_examples: int):
       budget = runner.budget_from_run(results, run_dir)
     except ValueError as e:
       raise app.UsageError(f'--run_dir: {e}') from None
-    if results.get('dataset', config.dataset) != config.dataset:
+    if results.dataset != config.dataset:
       raise app.UsageError(
-          f'--run_dir={run_dir} trained on {results["dataset"]}, not '
+          f'--run_dir={run_dir} trained on {results.dataset}, not '
           f'--dataset={config.dataset}.')
-    if int(results['num_train_examples']) != num_train_examples:
+    if results.num_train_examples != num_train_examples:
       raise app.UsageError(
-          f'--run_dir={run_dir} trained on {results["num_train_examples"]} '
+          f'--run_dir={run_dir} trained on {results.num_train_examples} '
           f'examples, but the training split here has {num_train_examples}; '
           "pass the run's --data_dir and --config overrides.")
     twin = next((b for b in budgets if b.key == budget.key), None)

@@ -1,8 +1,9 @@
 """The training job: recipe -> data -> model -> (DP) steps -> results.json.
 
 `plan_privacy` turns a recipe into the run's privacy parameters (q, T, z,
-C); `train_and_evaluate` runs it and writes, in the workdir, results.json, a
-checkpoint and TensorBoard logs of loss, validation metric and epsilon spent.
+C); `train_and_evaluate` runs it and writes the run folder (dp_medtf.runs):
+results.json, history.json, checkpoints, TensorBoard logs of loss,
+validation metric and epsilon spent, and the release model.
 
 Example:
 
@@ -33,6 +34,7 @@ from dp_medtf import losses
 from dp_medtf import metrics
 from dp_medtf import models
 from dp_medtf import recipes
+from dp_medtf import runs as runs_lib
 from dp_medtf.data import pipeline
 from dp_medtf.privacy import accounting
 from dp_medtf.privacy import optimizers
@@ -492,7 +494,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     strategy: a tf.distribute strategy (default: the current one).
 
   Returns:
-    The results dict, also written to workdir/results.json.
+    The results (dp_medtf.runs.RunResults.to_json), also written to
+    workdir/results.json.
 
   Raises:
     FileExistsError: `workdir` holds a checkpoint and `resume` is False.
@@ -508,9 +511,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   recipes.validate(config)
   stopping_rule = early_stopping_for(config)
   tf.io.gfile.makedirs(workdir)
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  results_path = os.path.join(workdir, 'results.json')
-  latest = tf.train.latest_checkpoint(ckpt_dir)
+  layout = runs_lib.RunLayout(workdir)
+  latest = tf.train.latest_checkpoint(layout.checkpoints)
   if latest and not resume:
     raise FileExistsError(
         f'--workdir={workdir} already holds a checkpoint ({latest}); pass '
@@ -518,11 +520,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if resume and not latest:
     print(f'--resume: no checkpoint in {workdir}; starting a new run.')
   if latest:
-    previous = json_files.read_json(results_path, None)
-    if (previous and previous.get('status') == 'finished' and
-        previous.get('epochs') == int(config.epochs)):
+    try:
+      previous = runs_lib.read_results(workdir, missing_ok=True)
+    except json_files.JsonFileError as e:
+      # Rewritten when this run ends; the checkpoint is what resumes.
+      logging.warning('%s The run resumes from its checkpoint.', e)
+      previous = None
+    if (previous and previous.finished and
+        previous.epochs == int(config.epochs)):
       print(f'The run in {workdir} has finished; nothing to resume.')
-      return previous
+      return previous.to_json()
   tf.keras.utils.set_random_seed(int(config.seed))
   train = data.load_split(config, 'train', data_dir)
   validation = data.load_split(config, 'validation', data_dir)
@@ -561,12 +568,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     stopping = EarlyStoppingState(stopping_rule)
     trackables['early_stopping'] = stopping
   checkpoint = tf.train.Checkpoint(**trackables)
-  manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
-  history_path = os.path.join(workdir, 'history.json')
+  manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints,
+                                       max_to_keep=2)
   history = []
   if latest:
     restored = _restore_newest_readable(checkpoint, manager)
-    history = [h for h in json_files.read_json(history_path, [])
+    history = [h for h in json_files.read_json(layout.history, [])
                if h['steps'] <= private.steps_taken]
     logging.info('Resumed from %s at step %d.', restored,
                  private.steps_taken)
@@ -577,9 +584,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   outputs = _RunOutputs(
       config, plan, checkpoint_manager=manager, wall=wall_var,
       wall_before=wall_before, start=start, history=history,
-      history_path=history_path, stopping=stopping,
-      writer=tf.summary.create_file_writer(
-          os.path.join(workdir, 'tensorboard')))
+      history_path=layout.history, stopping=stopping,
+      writer=tf.summary.create_file_writer(layout.tensorboard))
   segmentation_soft_dice = (task_of(config) == 'segmentation' and
                             stopping_rule is not None and
                             stopping_rule.metric == 'soft_dice')
@@ -598,38 +604,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   steps_done = private.steps_taken
   finished = steps_done >= plan.steps or (stopping is not None and
                                           stopping.stopped)
-  save_release_model(model, os.path.join(workdir, 'model.keras'))
-  results = {
-      'dataset': config.dataset,
-      'recipe': config.get('recipe', config.dataset),
-      'model': config.model.name,
-      'engine': config.dp.engine if plan.private else 'non_private',
-      'status': 'finished' if finished else 'interrupted',
-      'epsilon_target': plan.epsilon_target,
-      'epsilon_spent': private.epsilon_spent(),
-      'delta': plan.delta,
-      'randomness': private.randomness_mode if plan.private else None,
-      'replicas': strategy.num_replicas_in_sync,
-      'noise_multiplier': plan.noise_multiplier,
-      'clip_norm': plan.clip_norm,
-      'sampling_rate': plan.sampling_rate,
-      'steps': steps_done,
-      'planned_steps': plan.steps,
-      'privacy_ledger': private.ledger.to_dict(),
-      'epochs': int(config.epochs),
-      'early_stopping': stopping.to_dict() if stopping is not None else None,
-      'batch_size': plan.expected_batch_size,
-      'physical_batch_size': plan.chunk_size,
-      'num_train_examples': len(train),
-      'seed': int(config.seed),
-      'metrics': (evaluate(model, test, normalizer, config)
-                  if finished else None),
-      'validation_metrics': history[-1]['validation'] if history else None,
-      'history': history,
-      'wall_seconds': wall_before + time.time() - start,
-  }
-  json_files.write_json(results_path, results)
-  return results
+  save_release_model(model, layout.model)
+  results = runs_lib.RunResults(
+      dataset=config.dataset,
+      recipe=config.get('recipe', config.dataset),
+      model=config.model.name,
+      engine=config.dp.engine if plan.private else 'non_private',
+      status=runs_lib.FINISHED if finished else runs_lib.INTERRUPTED,
+      epsilon_target=plan.epsilon_target,
+      epsilon_spent=private.epsilon_spent(),
+      delta=plan.delta,
+      randomness=private.randomness_mode if plan.private else None,
+      replicas=strategy.num_replicas_in_sync,
+      noise_multiplier=plan.noise_multiplier,
+      clip_norm=plan.clip_norm,
+      sampling_rate=plan.sampling_rate,
+      steps=steps_done,
+      planned_steps=plan.steps,
+      privacy_ledger=private.ledger.to_dict(),
+      epochs=int(config.epochs),
+      early_stopping=stopping.to_dict() if stopping is not None else None,
+      batch_size=plan.expected_batch_size,
+      physical_batch_size=plan.chunk_size,
+      num_train_examples=len(train),
+      seed=int(config.seed),
+      metrics=(evaluate(model, test, normalizer, config)
+               if finished else None),
+      validation_metrics=history[-1]['validation'] if history else None,
+      history=history,
+      wall_seconds=wall_before + time.time() - start)
+  runs_lib.write_results(workdir, results)
+  return results.to_json()
 
 
 class _RunOutputs(tf.keras.callbacks.Callback):

@@ -5,7 +5,8 @@ Usage:
   python -m dp_medtf.report --sweep_dir=sweeps/demo --output_dir=sweeps/demo/report
 
 Reads <sweep_dir>/<dataset>/eps<e>_seed<s>/results.json (from
-launch/sweep.py) and <sweep_dir>/<dataset>/attack/summary.json (from
+launch/sweep.py; dp_medtf.runs reads and checks them) and
+<sweep_dir>/<dataset>/attack/summary.json (from
 `python -m dp_medtf.attack --workdir=<sweep_dir>/<dataset>/attack`), and
 writes table3.md, table3.csv and performance_vs_risk.png to --output_dir.
 """
@@ -37,7 +38,10 @@ def main(argv):
   out = _OUTPUT_DIR.value or os.path.join(_SWEEP_DIR.value, 'report')
   cli.check_output_dir('output_dir' if _OUTPUT_DIR.value else 'sweep_dir',
                        out)
-  rows, problems = reporting.collect(_SWEEP_DIR.value)
+  try:
+    rows, problems = reporting.collect(_SWEEP_DIR.value)
+  except ValueError as e:  # A run folder or results.json it cannot read.
+    raise app.UsageError(f'--sweep_dir={_SWEEP_DIR.value}: {e}') from None
   if not rows:
     raise app.UsageError(f'--sweep_dir={_SWEEP_DIR.value} holds no finished '
                          'run.' + ''.join(f'\n  {p}' for p in problems))

@@ -1,7 +1,8 @@
 """The paper's Table 3 and performance-vs-risk figure from a sweep's runs.
 
 A sweep folder holds one workdir per run, <sweep_dir>/<dataset>/eps<e>_seed<s>/
-with its results.json, and optionally <sweep_dir>/<dataset>/attack/summary.json
+with its results.json (dp_medtf.runs: the layout and RunResults), and
+optionally <sweep_dir>/<dataset>/attack/summary.json
 from `python -m dp_medtf.attack`. For each dataset and budget this module
 gathers the test metrics over seeds (mean, sample std, Student's t-test
 against the non-private runs), the worst-case and relaxed reconstruction
@@ -25,7 +26,6 @@ import dataclasses
 import io
 import math
 import os
-import re
 from typing import Any
 
 import numpy as np
@@ -35,8 +35,8 @@ import tensorflow as tf
 from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import risk
+from dp_medtf import runs as runs_lib
 
-_RUN_DIR = re.compile(r'^eps(?P<eps>[^_]+)_seed(?P<seed>-?\d+)$')
 # Table 3's risk adversaries: column label -> field suffix of Row.
 _ADVERSARIES = {'worst-case': 'worst_case', 'relaxed': 'relaxed'}
 
@@ -72,36 +72,17 @@ class Row:
   attack_share_below_0_1: float | None = None
 
 
-def _runs(dataset_dir: str):
-  """(epsilon, seed, run folder) for each run folder of a dataset.
-
-  Raises:
-    ValueError: naming the folder, for an eps<e>_seed<s> folder whose <e>
-      is not a budget.
-  """
-  for name in sorted(tf.io.gfile.listdir(dataset_dir)):
-    match = _RUN_DIR.match(name.rstrip('/'))
-    if match:
-      run_dir = os.path.join(dataset_dir, name.rstrip('/'))
-      budget = epsilons_lib.parse_epsilon(match['eps'],
-                                          f'The budget of {run_dir}')
-      yield budget, int(match['seed']), run_dir
-
-
 def _planned_runs(sweep_dir: str) -> list[dict[str, Any]]:
   """Runs listed in sweep.json, if the sweep launcher wrote one."""
-  path = os.path.join(sweep_dir, 'sweep.json')
-  if not tf.io.gfile.exists(path):
-    return []
-  planned = json_files.read_json(path)
+  planned = json_files.read_json(runs_lib.sweep_record_path(sweep_dir), [])
   return planned.get('runs', planned) if isinstance(planned, dict) else planned
 
 
-def _add_bounds(row: Row, results: dict[str, Any]) -> None:
+def _add_bounds(row: Row, results: runs_lib.RunResults) -> None:
   """Both methods' worst-case and relaxed ReRo at the run's (z, q, T, 1/N)."""
-  kappa = 1.0 / results['num_train_examples']
-  args = (results['noise_multiplier'], results['sampling_rate'],
-          results['steps'], kappa)
+  kappa = 1.0 / results.num_train_examples
+  args = (results.noise_multiplier, results.sampling_rate, results.steps,
+          kappa)
   for adversary, relaxed in (('worst_case', False), ('relaxed', True)):
     result = risk.rero(*args, relaxed=relaxed)
     setattr(row, f'rero_exact_{adversary}', result.rero_exact)
@@ -117,6 +98,11 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
   Returns:
     (rows sorted by dataset and budget, descriptions of missing, failed or
     unfinished runs).
+
+  Raises:
+    ValueError: naming the folder, for a run folder whose name is no budget;
+      runs.ResultsError naming the file and field, for a results.json that
+      is not what the train app writes.
   """
   problems = []
   finished = collections.defaultdict(list)  # (dataset, eps) -> results.
@@ -124,18 +110,19 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
   datasets = sorted(d.rstrip('/') for d in tf.io.gfile.listdir(sweep_dir)
                     if tf.io.gfile.isdir(os.path.join(sweep_dir, d)))
   for dataset in datasets:
-    for eps, seed, run_dir in _runs(os.path.join(sweep_dir, dataset)):
+    for (eps, seed), run_dir in runs_lib.find_runs(
+        os.path.join(sweep_dir, dataset)):
       seen.add(run_dir.rstrip('/'))
-      path = os.path.join(run_dir, 'results.json')
-      if not tf.io.gfile.exists(path):
+      results = runs_lib.read_results(run_dir, missing_ok=True)
+      if results is None:
         problems.append(f'{dataset} eps={epsilons_lib.epsilon_text(eps)} '
-                        f'seed={seed}: no results.json in {run_dir}')
+                        f'seed={seed}: no {runs_lib.RESULTS_FILE} in '
+                        f'{run_dir}')
         continue
-      results = json_files.read_json(path)
-      if results.get('status', 'finished') != 'finished':
+      if not results.finished:
         problems.append(f'{dataset} eps={epsilons_lib.epsilon_text(eps)} '
-                        f'seed={seed}: status {results.get("status")} in '
-                        f'{path}')
+                        f'seed={seed}: status {results.status} in '
+                        f'{runs_lib.RunLayout(run_dir).results}')
         continue
       finished[(dataset, eps)].append((seed, results))
   for run in _planned_runs(sweep_dir):
@@ -147,15 +134,14 @@ def collect(sweep_dir: str) -> tuple[list[Row], list[str]]:
   rows = []
   for (dataset, eps), runs in sorted(finished.items()):
     runs.sort(key=lambda r: r[0])
-    used = sorted({str(r.get('recipe', dataset)) for _, r in runs})
+    used = sorted({r.recipe for _, r in runs})
     if len(used) > 1:
       problems.append(f'{dataset} eps={epsilons_lib.epsilon_text(eps)}: runs '
                       f'of different recipes ({", ".join(used)}) are averaged '
                       'together')
-    names = sorted(runs[0][1]['metrics'])
+    names = sorted(runs[0][1].metrics)
     rows.append(Row(dataset, eps, [s for s, _ in runs],
-                    {m: [float(r['metrics'][m]) for _, r in runs]
-                     for m in names}))
+                    {m: [r.metrics[m] for _, r in runs] for m in names}))
     if not math.isinf(eps):
       _add_bounds(rows[-1], runs[0][1])
   _add_p_values(rows)

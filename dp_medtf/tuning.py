@@ -25,6 +25,7 @@ import ml_collections
 from dp_medtf import data
 from dp_medtf import fit
 from dp_medtf import recipes
+from dp_medtf import runs as runs_lib
 from dp_medtf.privacy import accounting
 
 
@@ -69,13 +70,14 @@ def tune_clip_norm(config: ml_collections.ConfigDict,
     candidate.dp.clip_norms = {}
     candidate.stop_after_steps = steps_per_epoch
     run_dir = os.path.join(workdir, f'clip_{float(clip):g}')
-    results = fit.train_and_evaluate(candidate, run_dir, data_dir)
-    validation = results['validation_metrics'] or {}
+    fit.train_and_evaluate(candidate, run_dir, data_dir)
+    results = runs_lib.read_results(run_dir)
+    validation = results.validation_metrics or {}
     rows.append({'clip_norm': float(clip),
-                 'noise_multiplier': results['noise_multiplier'],
+                 'noise_multiplier': results.noise_multiplier,
                  'metric': metric, 'value': validation.get(metric),
                  'validation': validation,
-                 'epsilon_spent': results['epsilon_spent'],
+                 'epsilon_spent': results.epsilon_spent,
                  'workdir': run_dir})
   return rows
 

@@ -7,7 +7,7 @@ them. A budget of inf trains the dataset's non-private baseline recipe
 (train --baseline: dp_medtf/configs/<dataset>_baseline.py) where it has one,
 as the paper's non-private rows do; the demo's inf runs its own recipe
 without noise. Each run writes to
-<sweep_dir>/<dataset>/eps<epsilon>_seed<seed>/ and
+<sweep_dir>/<dataset>/eps<epsilon>_seed<seed>/ (dp_medtf.runs names it) and
 the sweep's own record, <sweep_dir>/sweep.json, holds each run's command,
 workdir, return code and status. A failed run is recorded and the sweep goes
 on; the sweep exits non-zero when any run failed.
@@ -53,6 +53,7 @@ from dp_medtf import cli
 from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import recipes
+from dp_medtf import runs as runs_lib
 
 LAUNCHERS = ('local', 'gpu', 'tpu')
 DATASETS = recipes.DATASETS
@@ -113,7 +114,7 @@ class Run:
   status: str = 'pending'  # pending|running|succeeded|failed|skipped
   returncode: int | None = None
   wall_seconds: float | None = None
-  epsilon_spent: Any = None
+  epsilon_spent: float | None = None
   metrics: dict[str, Any] | None = None
   error_tail: str | None = None
 
@@ -193,21 +194,6 @@ def _is_remote(path: str) -> bool:
   return '://' in path
 
 
-def run_workdir(sweep_dir: str, dataset: str, epsilon: str, seed: int) -> str:
-  """The workdir of one run: <sweep_dir>/<dataset>/eps<epsilon>_seed<seed>."""
-  return '/'.join([sweep_dir.rstrip('/'), dataset,
-                   f'eps{epsilon}_seed{seed}'])
-
-
-def run_log(sweep_dir: str, dataset: str, epsilon: str, seed: int) -> str:
-  """Where one run's output goes: <sweep_dir>/logs/<dataset>/eps.._seed...log.
-
-  Kept out of the workdir so that the workdir holds only what train writes.
-  """
-  return '/'.join([sweep_dir.rstrip('/'), 'logs', dataset,
-                   f'eps{epsilon}_seed{seed}.log'])
-
-
 def _flag_names(flag_list: Sequence[str]) -> list[str]:
   """The names of the flags in a list ('--config.epochs=1' -> config.epochs)."""
   return [f.lstrip('-').split('=', 1)[0] for f in flag_list
@@ -276,12 +262,15 @@ def plan_sweep(spec: SweepSpec) -> list[Run]:
   """Every run of the sweep, budgets outermost, in the order given."""
   runs = []
   for epsilon in spec.epsilons:
+    budget = epsilons_lib.parse_epsilon(epsilon, '--epsilons')
     for seed in spec.seeds:
-      workdir = run_workdir(spec.sweep_dir, spec.dataset, epsilon, seed)
+      workdir = runs_lib.sweep_run_dir(spec.sweep_dir, spec.dataset, budget,
+                                       seed)
       runs.append(Run(
           epsilon=epsilon, seed=seed, workdir=workdir,
           command=train_command(spec, epsilon, seed, workdir),
-          log=run_log(spec.sweep_dir, spec.dataset, epsilon, seed),
+          log=runs_lib.sweep_log_path(spec.sweep_dir, spec.dataset, budget,
+                                      seed),
           recipe=run_recipe(spec, epsilon)))
   return runs
 
@@ -292,18 +281,17 @@ def _gfile():
   return tf.io.gfile
 
 
-def read_results(workdir: str) -> dict[str, Any] | None:
+def read_results(workdir: str) -> runs_lib.RunResults | None:
   """The run's results.json, or None when it is missing or unreadable.
 
   Args:
     workdir: the run's folder (local or gs://).
 
   Returns:
-    The parsed results, or None.
+    The checked results (dp_medtf.runs.read_results), or None.
   """
-  path = '/'.join([workdir.rstrip('/'), 'results.json'])
   try:
-    return json_files.read_json(path, default=None)
+    return runs_lib.read_results(workdir, missing_ok=True)
   except json_files.JsonFileError as e:
     logging.warning('%s; the run counts as unfinished.', e)
     return None
@@ -379,15 +367,16 @@ class _Record:
     self._spec = spec
     self._runs = runs
     self._lock = threading.Lock()
-    self.path = '/'.join([spec.sweep_dir.rstrip('/'), 'sweep.json'])
+    self.path = runs_lib.sweep_record_path(spec.sweep_dir)
     self._started = _now()
     self._finished = None
 
   def as_json(self) -> dict[str, Any]:
+    """The record as sweep.json holds it (strict JSON: 'inf', no inf)."""
     counts = {}
     for run in self._runs:
       counts[run.status] = counts.get(run.status, 0) + 1
-    return {
+    return json_files.to_strict({
         'dataset': self._spec.dataset,
         'launcher': self._spec.launcher,
         'sweep_dir': self._spec.sweep_dir,
@@ -400,7 +389,7 @@ class _Record:
         'finished': self._finished,
         'counts': counts,
         'runs': [run.to_json() for run in self._runs],
-    }
+    })
 
   def save(self, finished: bool = False) -> None:
     with self._lock:
@@ -409,10 +398,10 @@ class _Record:
       json_files.write_json(self.path, self.as_json())
 
 
-def _summarize(run: Run, results: dict[str, Any]) -> None:
+def _summarize(run: Run, results: runs_lib.RunResults) -> None:
   """Copies a run's headline numbers from its results.json."""
-  run.epsilon_spent = results.get('epsilon_spent')
-  run.metrics = results.get('metrics')
+  run.epsilon_spent = results.epsilon_spent
+  run.metrics = results.metrics
 
 
 def execute_sweep(spec: SweepSpec, runs: list[Run], *,
@@ -663,7 +652,7 @@ def main(argv: Sequence[str]) -> int:
                          max_parallel=fv.max_parallel)
   counts = record['counts']
   print(f'sweep: {counts} -> '
-        f'{"/".join([spec.sweep_dir.rstrip("/"), "sweep.json"])}')
+        f'{runs_lib.sweep_record_path(spec.sweep_dir)}')
   return 1 if counts.get('failed') else 0
 
 

@@ -1,5 +1,6 @@
 """Table 3 from a sweep folder: aggregation, t-test, bounds, missing runs."""
 
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +14,8 @@ from scipy import stats
 from dp_medtf import epsilons
 from dp_medtf import reporting
 from dp_medtf import risk
+from dp_medtf import runs
+from tests import run_fixtures
 
 MCC = {8.0: [0.50, 0.54], 1e9: [0.70, 0.66], math.inf: [0.72, 0.70]}
 
@@ -24,10 +27,14 @@ def _write(path, obj):
 
 
 def _results(eps, seed, mcc, z, status='finished'):
-  return {'dataset': 'demo', 'epsilon_target': epsilons.epsilon_text(eps)
-          if math.isinf(eps) else eps, 'noise_multiplier': z,
-          'sampling_rate': 0.1, 'steps': 50, 'num_train_examples': 500,
-          'seed': seed, 'status': status, 'metrics': {'mcc': mcc}}
+  return run_fixtures.results(
+      dataset='demo', epsilon_target=eps, noise_multiplier=z,
+      sampling_rate=0.1, steps=50, num_train_examples=500, seed=seed,
+      status=status, metrics={'mcc': mcc})
+
+
+def _write_run(run_dir, results):
+  runs.write_results(str(run_dir), results)
 
 
 @pytest.fixture
@@ -35,11 +42,12 @@ def sweep(tmp_path):
   for eps, values in MCC.items():
     z = 0.0 if math.isinf(eps) else (1.0 if eps == 8.0 else 1e-4)
     for seed, mcc in zip((10, 11), values):
-      _write(tmp_path / 'demo' / f'eps{epsilons.epsilon_text(eps)}_seed{seed}'
-             / 'results.json', _results(eps, seed, mcc, z))
+      _write_run(tmp_path / 'demo' /
+                 f'eps{epsilons.epsilon_text(eps)}_seed{seed}',
+                 _results(eps, seed, mcc, z))
   # An interrupted run and a run folder without results.
-  _write(tmp_path / 'demo' / 'eps1_seed10' / 'results.json',
-         _results(1.0, 10, 0.1, 3.0, status='interrupted'))
+  _write_run(tmp_path / 'demo' / 'eps1_seed10',
+             _results(1.0, 10, 0.1, 3.0, status='interrupted'))
   os.makedirs(tmp_path / 'demo' / 'eps1_seed11')
   # The attack's summary as written before budgets had one spelling (1e+09).
   _write(tmp_path / 'demo' / 'attack' / 'summary.json',
@@ -84,8 +92,8 @@ def test_markdown_and_csv(sweep):
 def test_budgets_in_either_spelling_are_one_budget(sweep):
   # A run folder named as before (eps1e+09) joins the sweep's eps1e9 runs,
   # and an attack summary in the one spelling is read as well.
-  _write(sweep / 'demo' / 'eps1e+09_seed12' / 'results.json',
-         _results(1e9, 12, 0.68, 1e-4))
+  _write_run(sweep / 'demo' / 'eps1e+09_seed12',
+             _results(1e9, 12, 0.68, 1e-4))
   _write(sweep / 'demo' / 'attack' / 'summary.json',
          {'1e9': {'share_below_0.1': 0.5}})
   rows, _ = reporting.collect(str(sweep))
@@ -112,6 +120,21 @@ def test_report_app_writes_outputs(sweep, tmp_path):
   assert (out / 'performance_vs_risk.png').stat().st_size > 10_000
 
 
+def test_report_app_names_the_file_and_field_of_a_broken_run(sweep, tmp_path):
+  path = sweep / 'demo' / 'eps8_seed10' / 'results.json'
+  with open(path) as f:
+    broken = json.load(f)
+  del broken['sampling_rate']
+  _write(path, broken)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'dp_medtf.report', f'--sweep_dir={sweep}',
+       f'--output_dir={tmp_path / "out"}'], capture_output=True, text=True,
+      timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+  assert f"{path}: field 'sampling_rate' is missing." in proc.stderr
+
+
 def test_report_app_bad_sweep_dir(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'dp_medtf.report',
@@ -127,12 +150,12 @@ def test_each_budget_is_tested_against_its_own_datasets_baseline(tmp_path):
          ('msd_liver', math.inf): [0.90, 0.91, 0.89]}
   for (dataset, eps), values in mcc.items():
     for seed, value in zip((10, 11, 100), values):
-      results = dict(_results(eps, seed, value, 0.0 if math.isinf(eps)
-                              else 1.0), dataset=dataset,
-                     recipe=f'{dataset}_baseline' if math.isinf(eps)
-                     else dataset)
-      _write(tmp_path / dataset / f'eps{epsilons.epsilon_text(eps)}_seed'
-             f'{seed}' / 'results.json', results)
+      results = dataclasses.replace(
+          _results(eps, seed, value, 0.0 if math.isinf(eps) else 1.0),
+          dataset=dataset,
+          recipe=f'{dataset}_baseline' if math.isinf(eps) else dataset)
+      _write_run(tmp_path / dataset / f'eps{epsilons.epsilon_text(eps)}_seed'
+                 f'{seed}', results)
   rows, problems = reporting.collect(str(tmp_path))
   assert not problems
   for row in rows:
@@ -143,9 +166,9 @@ def test_each_budget_is_tested_against_its_own_datasets_baseline(tmp_path):
                                mcc[(row.dataset, math.inf)]).pvalue
     assert row.p_values['mcc'] == pytest.approx(expected)
   # Non-private runs of the DP recipe mixed into the baseline are flagged.
-  _write(tmp_path / 'msd_liver' / 'epsinf_seed101' / 'results.json',
-         dict(_results(math.inf, 101, 0.7, 0.0), dataset='msd_liver',
-              recipe='msd_liver'))
+  _write_run(tmp_path / 'msd_liver' / 'epsinf_seed101',
+             dataclasses.replace(_results(math.inf, 101, 0.7, 0.0),
+                                 dataset='msd_liver', recipe='msd_liver'))
   _, problems = reporting.collect(str(tmp_path))
   assert problems == ['msd_liver eps=inf: runs of different recipes '
                       '(msd_liver, msd_liver_baseline) are averaged together']

@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import recipes
+from dp_medtf import runs as runs_lib
 from dp_medtf.attacks import imprint
 from dp_medtf.attacks import recovery
 from dp_medtf.attacks import scoring
@@ -167,11 +168,7 @@ def budgets_from_config(config: ml_collections.ConfigDict,
                       batch_size=batch_size)
 
 
-RUN_FIELDS = ('status', 'epsilon_target', 'delta', 'noise_multiplier',
-              'clip_norm', 'sampling_rate', 'steps', 'num_train_examples')
-
-
-def budget_from_run(results: Mapping[str, Any], run_dir: str) -> Budget:
+def budget_from_run(results: runs_lib.RunResults, run_dir: str) -> Budget:
   """The budget of a finished training run, from its results.json.
 
   The attack then applies that run's own noise: z * C on the clipped sum,
@@ -179,31 +176,26 @@ def budget_from_run(results: Mapping[str, Any], run_dir: str) -> Budget:
   describe the same mechanism.
 
   Args:
-    results: the run's results.json (written by dp_medtf.fit).
+    results: the run's results (runs.read_results).
     run_dir: the run's workdir, for messages and the summary.
 
   Returns:
     The Budget.
 
   Raises:
-    ValueError: naming the file, for a missing field or an unfinished run.
+    ValueError: naming the file, for an unfinished run.
   """
-  where = f'{run_dir}/results.json'
-  missing = [k for k in RUN_FIELDS if k not in results]
-  if missing:
-    raise ValueError(f'{where} has no {", ".join(missing)}; is {run_dir} a '
-                     'workdir of python -m dp_medtf.train?')
-  if results['status'] != 'finished':
-    raise ValueError(f'{where}: the run is {results["status"]}, not '
-                     'finished; finish it (train --resume) first.')
-  epsilon = float(results['epsilon_target'])
-  private = math.isfinite(epsilon)
+  if not results.finished:
+    raise ValueError(f'{runs_lib.RunLayout(run_dir).results}: the run is '
+                     f'{results.status}, not finished; finish it (train '
+                     '--resume) first.')
+  private = results.private
   return Budget(
-      epsilon=epsilon, delta=float(results['delta']),
-      noise_multiplier=float(results['noise_multiplier']) if private else 0.0,
-      clip_norm=float(results['clip_norm']) if private else None,
-      sampling_rate=float(results['sampling_rate']),
-      steps=int(results['steps']), run_dir=run_dir)
+      epsilon=results.epsilon_target, delta=results.delta,
+      noise_multiplier=results.noise_multiplier if private else 0.0,
+      clip_norm=results.clip_norm if private else None,
+      sampling_rate=results.sampling_rate, steps=results.steps,
+      run_dir=run_dir)
 
 
 def clip_example(grads: Sequence[tf.Tensor], norm: tf.Tensor,

@@ -15,6 +15,8 @@ import pytest
 from dp_medtf import data
 from dp_medtf import fit
 from dp_medtf import recipes
+from dp_medtf import runs
+from tests import run_fixtures
 from tests.data import fixtures
 
 SUMMARY_KEYS = {'noise_multiplier', 'share_below_0.1', 'share_below_0.2',
@@ -162,17 +164,14 @@ def _fake_run(run_dir, epsilon, **fields):
   config.epochs = 1
   config.dp.epsilon = epsilon
   plan = fit.plan_privacy(config, DEMO_N)
-  results = {
-      'dataset': 'demo', 'status': 'finished',
+  return run_fixtures.write_run(run_dir, **{
+      'dataset': 'demo', 'status': runs.FINISHED,
       'epsilon_target': plan.epsilon_target, 'delta': plan.delta,
       'noise_multiplier': plan.noise_multiplier, 'clip_norm': plan.clip_norm,
       'sampling_rate': plan.sampling_rate, 'steps': plan.steps,
-      'epochs': 1, 'batch_size': plan.expected_batch_size,
-      'num_train_examples': DEMO_N, **fields}
-  os.makedirs(run_dir, exist_ok=True)
-  with open(os.path.join(run_dir, 'results.json'), 'w') as f:
-    json.dump(results, f)
-  return results
+      'planned_steps': plan.steps, 'epochs': 1,
+      'batch_size': plan.expected_batch_size, 'num_train_examples': DEMO_N,
+      **fields})
 
 
 def test_run_dir_takes_each_runs_noise_and_budget(tmp_path):
@@ -186,14 +185,14 @@ def test_run_dir_takes_each_runs_noise_and_budget(tmp_path):
   summary = _summary(workdir)
   assert set(summary) == {'8', 'inf'}
   entry = summary['8']
-  assert entry['noise_multiplier'] == private['noise_multiplier'] > 0.1
-  assert entry['clip_norm'] == private['clip_norm']
-  assert entry['sampling_rate'] == private['sampling_rate'] == 256 / DEMO_N
-  assert entry['steps'] == private['steps'] == DEMO_N // 256
+  assert entry['noise_multiplier'] == private.noise_multiplier > 0.1
+  assert entry['clip_norm'] == private.clip_norm
+  assert entry['sampling_rate'] == private.sampling_rate == 256 / DEMO_N
+  assert entry['steps'] == private.steps == DEMO_N // 256
   assert entry['run_dir'] == str(tmp_path / 'eps8_seed0')
   assert entry['batch_size'] == 1
   assert summary['inf']['noise_multiplier'] == 0.0
-  assert summary['inf']['steps'] == public['steps']
+  assert summary['inf']['steps'] == public.steps
   assert summary['inf']['share_below_0.1'] == 1.0
   # At the run's z (about 1 for epsilon 8) nothing is recovered.
   assert entry['share_below_0.1'] == 0.0
@@ -262,6 +261,8 @@ def test_small_data_gives_one_line(data_dirs, tmp_path, flags, named):
     ('epsilon', '--epsilon=1 conflicts with --run_dir'),
     ('clip_norm', '--clip_norm conflicts with --run_dir'),
     ('missing', 'has no results.json'),
+    ('broken', "results.json: field 'noise_multiplier' must be a number, "
+     "got 'high'"),
     ('unfinished', 'the run is interrupted'),
     ('other_n', 'trained on 2000 examples, but the training split here has '
      '2400'),
@@ -273,6 +274,10 @@ def test_bad_run_dir_gives_one_line(tmp_path, case, named):
             'other_n': {'num_train_examples': 2000}}.get(case, {})
   if case != 'missing':
     _fake_run(run, 8.0, **fields)
+  if case == 'broken':
+    path = run / 'results.json'
+    path.write_text(json.dumps(dict(json.loads(path.read_text()),
+                                    noise_multiplier='high')))
   run_dirs = f'{run},{run}' if case == 'twice' else str(run)
   extra = {'epsilon': ['--epsilon=1'], 'clip_norm': ['--clip_norm=2']}
   workdir = tmp_path / 'attack'

@@ -6,6 +6,7 @@ scikit-image's retina() (an RGB fundus photograph), cropped and reduced to
 32 x 32 pixels.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from dp_medtf import recipes
 from dp_medtf.attacks import imprint
 from dp_medtf.attacks import runner
 from dp_medtf.privacy import accounting
+from tests import run_fixtures
 
 SIZE = 32
 
@@ -240,20 +242,19 @@ def test_budgets_match_a_training_runs_plan(dataset, batch_size, epsilon):
 
 
 def test_budget_from_run_takes_the_runs_noise():
-  results = {'status': 'finished', 'epsilon_target': 8.0, 'delta': 1e-5,
-             'noise_multiplier': 0.9, 'clip_norm': 2.0,
-             'sampling_rate': 0.1, 'steps': 30, 'num_train_examples': 100}
+  results = run_fixtures.results(
+      epsilon_target=8.0, delta=1e-5, noise_multiplier=0.9, clip_norm=2.0,
+      sampling_rate=0.1, steps=30, num_train_examples=100)
   budget = runner.budget_from_run(results, '/runs/a')
   assert budget == runner.Budget(8.0, 1e-5, 0.9, 2.0, 0.1, 30, '/runs/a')
   public = runner.budget_from_run(
-      dict(results, epsilon_target=math.inf, noise_multiplier=0.0,
-           clip_norm=None), '/runs/b')
+      dataclasses.replace(results, epsilon_target=math.inf,
+                          noise_multiplier=0.0, clip_norm=None), '/runs/b')
   assert not public.private and public.clip_norm is None
-  with pytest.raises(ValueError, match='interrupted'):
-    runner.budget_from_run(dict(results, status='interrupted'), '/runs/a')
-  with pytest.raises(ValueError, match='no noise_multiplier'):
-    runner.budget_from_run({k: v for k, v in results.items()
-                            if k != 'noise_multiplier'}, '/runs/a')
+  with pytest.raises(ValueError,
+                     match='/runs/a/results.json: the run is interrupted'):
+    runner.budget_from_run(
+        dataclasses.replace(results, status='interrupted'), '/runs/a')
 
 
 def test_clip_example_bounds_the_whole_gradients_norm():

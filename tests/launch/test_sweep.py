@@ -12,6 +12,9 @@ import threading
 
 import pytest
 
+from dp_medtf import runs as runs_lib
+from tests import run_fixtures
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SWEEP_PY = REPO / 'launch' / 'sweep.py'
 # The recipes' sweeps: the paper's budgets (Table 3) and the authors' seeds.
@@ -86,10 +89,9 @@ def _fake_runner(fail=(), raise_for=(), write_results=True, calls=None):
     if key in fail:
       return 1
     if write_results:
-      workdir = _flag_value(command, 'workdir')
-      tf.io.gfile.makedirs(workdir)
-      with tf.io.gfile.GFile(f'{workdir}/results.json', 'w') as f:
-        json.dump({'epsilon_spent': key[0], 'metrics': {'mcc': 0.5}}, f)
+      run_fixtures.write_run(
+          _flag_value(command, 'workdir'), epsilon_target=float(key[0]),
+          epsilon_spent=float(key[0]), seed=key[1], metrics={'mcc': 0.5})
     return 0
 
   return runner
@@ -223,8 +225,8 @@ def test_budgets_are_spelled_once_in_commands_and_folders(text, tags,
 
 
 def test_workdir_layout(tmp_path):
-  assert (sweep.run_workdir('gs://b/sweeps/', 'radimagenet', '32', 100) ==
-          'gs://b/sweeps/radimagenet/eps32_seed100')
+  assert (runs_lib.sweep_run_dir('gs://b/sweeps/', 'radimagenet', 32, 100)
+          == 'gs://b/sweeps/radimagenet/eps32_seed100')
   spec = _spec(tmp_path, epsilons='1,inf', seeds='10,100')
   runs = sweep.plan_sweep(spec)
   assert [(r.epsilon, r.seed) for r in runs] == [
@@ -293,7 +295,8 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
   for key in [('8', 11), ('inf', 10), ('inf', 11)]:
     run = by_key[key]
     assert run['status'] == 'succeeded' and run['returncode'] == 0
-    assert run['epsilon_spent'] == key[0]
+    # sweep.json is strict JSON: an infinite epsilon is written 'inf'.
+    assert run['epsilon_spent'] == {'8': 8.0, 'inf': 'inf'}[key[0]]
     assert run['metrics'] == {'mcc': 0.5}
     assert run['error_tail'] is None
   assert 'eps=8 seed=10: failed (exit 1' in out.getvalue()
@@ -318,8 +321,8 @@ def test_skip_finished_leaves_runs_that_have_results(tmp_path):
   runs = sweep.plan_sweep(spec)
   finished = tmp_path / 'demo' / 'epsinf_seed10'
   finished.mkdir(parents=True)
-  (finished / 'results.json').write_text(
-      json.dumps({'epsilon_spent': 'inf', 'metrics': {'mcc': 0.9}}))
+  run_fixtures.write_run(finished, epsilon_target=float('inf'),
+                         metrics={'mcc': 0.9})
 
   out = io.StringIO()
   sweep.print_dry_run(runs, skip_finished=True, out=out)
