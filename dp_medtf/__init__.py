@@ -14,7 +14,13 @@ Importing the package is light (TensorFlow is not loaded). It
 Example:
 
   >>> import dp_medtf
-  >>> model = dp_medtf.models.load_model('/tmp/run/model.keras')
+  >>> import tensorflow as tf
+  >>> inputs = tf.keras.Input((4, 4, 3))
+  >>> outputs = dp_medtf.models.layers.CentredConv2D(2, 3)(inputs)
+  >>> tf.keras.Model(inputs, outputs).save('model.keras')
+  >>> model = tf.keras.models.load_model('model.keras')
+  >>> type(model.layers[1]).__name__
+  'CentredConv2D'
 """
 
 from __future__ import annotations

@@ -8,10 +8,18 @@ does not count (see docs/privacy.md).
 
 Example:
 
+  (The first two lines train one epoch per candidate, minutes on a CPU for
+  the demo, and are skipped when the examples run as tests.)
+
   >>> from dp_medtf import recipes
-  >>> rows = tune_clip_norm(recipes.load('demo'), [0.5, 1.0], '/tmp/tune')
-  >>> [r['clip_norm'] for r in rows]
+  >>> rows = tune_clip_norm(recipes.load('demo'), [0.5, 1.0],
+  ...                       'tune')  # doctest: +SKIP
+  >>> [r['clip_norm'] for r in rows]  # doctest: +SKIP
   [0.5, 1.0]
+  >>> tune_clip_norm(recipes.load('demo'), [0.0], 'tune')
+  Traceback (most recent call last):
+  ...
+  ValueError: --clip_norms must be positive and finite, got 0.0.
 """
 
 from __future__ import annotations

@@ -2,12 +2,20 @@
 
 Example:
 
+  >>> import math
   >>> from dp_medtf import attacks
+  >>> model = tf.keras.Sequential([tf.keras.Input((16, 16, 1)),
+  ...                              tf.keras.layers.Flatten(),
+  ...                              tf.keras.layers.Dense(2)])
   >>> attacked = attacks.imprint_model(model, num_bins=10)
   >>> budgets = attacks.make_budgets([1e9, math.inf], delta=8e-7,
   ...                                num_train_examples=2400, epochs=12,
   ...                                clip_norm=1.0, batch_size=1)
+  >>> images = np.random.default_rng(0).uniform(size=(4, 16, 16, 1))
+  >>> labels = np.array([0, 1, 0, 1])
   >>> result = attacks.run_attack(attacked, images, labels, budgets)
+  >>> [(key, s['num_images']) for key, s in result.summary().items()]
+  [('1e9', 4), ('inf', 4)]
 
 Names are imported from their submodules on first use, so that importing
 dp_medtf.attacks.imprint (to load a saved model) does not load the rest.

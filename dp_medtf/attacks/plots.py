@@ -2,9 +2,16 @@
 
 Example:
 
-  >>> plot_error_cdf({'inf': np.array([0.0, 0.05]), '1e9': np.array([0.9])},
-  ...                '/tmp/cdf.png')
-  >>> plot_best_reconstructions(result.best, '/tmp/best.png')
+  >>> figure = plot_error_cdf({'inf': np.array([0.0, 0.05]),
+  ...                          '1e9': np.array([0.9])}, 'cdf.png')
+  >>> plt.close(figure)
+  >>> image = np.full((16, 16, 1), 0.5, np.float32)
+  >>> best = {'inf': [runner.Example(image_id=0, error=0.0, image=image,
+  ...                                reconstruction=image)]}
+  >>> plot_best_reconstructions(best, 'best.png')
+  >>> import os
+  >>> sorted(os.listdir('.'))
+  ['best.png', 'cdf.png']
 """
 
 from __future__ import annotations

@@ -22,9 +22,13 @@ their batch's gradient, as in training, and are listed in `skipped`.
 
 Example:
 
+  >>> model = tf.keras.Sequential([tf.keras.Input((16, 16, 1)),
+  ...                              tf.keras.layers.Flatten(),
+  ...                              tf.keras.layers.Dense(2)])
+  >>> images = np.random.default_rng(0).uniform(size=(4, 16, 16, 1))
   >>> budgets = make_budgets([1e12, math.inf], delta=8e-7,
   ...                        num_train_examples=2400, epochs=12, clip_norm=1.0)
-  >>> result = run_attack(imprint_model(model), images, labels, budgets)
+  >>> result = run_attack(imprint.imprint_model(model), images, None, budgets)
   >>> result.summary()['inf']['share_below_0.1']
   1.0
 """

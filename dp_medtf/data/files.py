@@ -8,8 +8,13 @@ data path goes through tf.io.gfile, so gs:// folders work like local ones.
 
 Example:
 
-  >>> header, rows = read_csv('/data/HAM10000/HAM10000_metadata.csv',
+  >>> with open('metadata.csv', 'w') as f:
+  ...   _ = f.write('lesion_id,image_id,dx\\nl1,i1,nv\\nl2,i2,mel\\n')
+  >>> header, rows = read_csv('metadata.csv',
   ...                         required=('lesion_id', 'image_id', 'dx'))
+  >>> header, rows[0]
+  (['lesion_id', 'image_id', 'dx'],
+   (2, {'lesion_id': 'l1', 'image_id': 'i1', 'dx': 'nv'}))
   >>> assign_splits(['l1', 'l2', 'l3'], ['nv', 'nv', 'mel'],
   ...               test_fraction=0.34, validation_fraction=0.0, seed=0)
   {'l1': 'train', 'l2': 'test', 'l3': 'train'}

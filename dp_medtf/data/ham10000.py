@@ -14,8 +14,20 @@ config.data.cache_bytes.
 
 Example:
 
+  A miniature copy: 20 lesions of one grey 60 x 45 image each.
+
   >>> from dp_medtf import recipes
-  >>> split = load_split(recipes.load('ham10000'), 'train', '/data/HAM10000')
+  >>> os.makedirs('HAM10000/HAM10000_images_part_1')
+  >>> rows = [f'HAM_{i},ISIC_{i},{"mel" if i % 4 else "nv"}' for i in range(20)]
+  >>> with open('HAM10000/HAM10000_metadata.csv', 'w') as f:
+  ...   _ = f.write('\\n'.join(['lesion_id,image_id,dx'] + rows))
+  >>> grey = tf.fill([45, 60, 3], tf.constant(128, tf.uint8))
+  >>> for i in range(20):
+  ...   tf.io.write_file(f'HAM10000/HAM10000_images_part_1/ISIC_{i}.jpg',
+  ...                    tf.io.encode_jpeg(grey))
+  >>> split = load_split(recipes.load('ham10000'), 'train', 'HAM10000')
+  >>> len(split)
+  16
   >>> x, y = split.load_example(0)
   >>> x.shape, y.dtype
   (TensorShape([224, 224, 3]), tf.int32)

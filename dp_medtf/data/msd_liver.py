@@ -18,11 +18,25 @@ first epoch reads the files.
 
 Example:
 
+  A miniature copy: ten blank 16 x 16 x 8 volumes (10% test, then 10% of
+  the rest validation: 1, 1 and 8 for training).
+
+  >>> import json
+  >>> import nibabel as nib
   >>> from dp_medtf import recipes
-  >>> split = load_split(recipes.load('msd_liver'), 'train',
-  ...                    '/data/Task03_Liver')
+  >>> pairs = [{'image': f'./imagesTr/liver_{i}.nii.gz',
+  ...           'label': f'./labelsTr/liver_{i}.nii.gz'} for i in range(10)]
+  >>> for key, value in (('image', -1000), ('label', 0)):
+  ...   os.makedirs(f'Task03_Liver/{key}sTr')
+  ...   for pair in pairs:
+  ...     volume = np.full((16, 16, 8), value, np.int16)
+  ...     nib.save(nib.Nifti1Image(volume, np.eye(4)),
+  ...              os.path.join('Task03_Liver', pair[key]))
+  >>> with open('Task03_Liver/dataset.json', 'w') as f:
+  ...   json.dump({'training': pairs}, f)
+  >>> split = load_split(recipes.load('msd_liver'), 'train', 'Task03_Liver')
   >>> len(split), [t.shape for t in split.load_example(0)]
-  (106, [TensorShape([50, 128, 128, 1]), TensorShape([50, 128, 128])])
+  (8, [TensorShape([50, 128, 128, 1]), TensorShape([50, 128, 128])])
 """
 
 from __future__ import annotations

@@ -36,13 +36,18 @@ into a local cache ($DP_MEDTF_CACHE, default ~/.cache/dp_medtf).
 
 Example:
 
+  The demo dataset at 8 x 8 pixels, prepared and read back:
+
   >>> from dp_medtf import recipes
-  >>> config = recipes.load('radimagenet')
-  >>> is_prepared('/data/radimagenet_prepared')
+  >>> from dp_medtf.data import prepare
+  >>> config = recipes.load('demo')
+  >>> config.data.image_size, config.input_shape = 8, (8, 8, 3)
+  >>> meta = prepare.prepare(config, '', 'demo_prepared', log=lambda _: None)
+  >>> is_prepared('demo_prepared')
   True
-  >>> split = load_split(config, 'train', '/data/radimagenet_prepared')
-  >>> split.load_example(0)[0].shape
-  TensorShape([224, 224, 1])
+  >>> split = load_split(config, 'train', 'demo_prepared')
+  >>> len(split), split.load_example(0)[0].shape
+  (2400, TensorShape([8, 8, 3]))
 """
 
 from __future__ import annotations

@@ -8,10 +8,25 @@ as grayscale); MSD Liver stores the reader's preprocessed volumes.
 
 Example:
 
-  >>> builder = Ham10000(data_dir='/tmp/tfds')
+  A miniature HAM10000 (20 lesions of one grey image each; see
+  dp_medtf.data.ham10000 for the layout) in the manual folder:
+
+  >>> os.makedirs('manual/HAM10000_images_part_1')
+  >>> rows = [f'HAM_{i},ISIC_{i},{"mel" if i % 4 else "nv"}' for i in range(20)]
+  >>> with open('manual/HAM10000_metadata.csv', 'w') as f:
+  ...   _ = f.write('\\n'.join(['lesion_id,image_id,dx'] + rows))
+  >>> grey = tf.fill([45, 60, 3], tf.constant(128, tf.uint8))
+  >>> for i in range(20):
+  ...   tf.io.write_file(f'manual/HAM10000_images_part_1/ISIC_{i}.jpg',
+  ...                    tf.io.encode_jpeg(grey))
+  >>> builder = Ham10000(data_dir='tfds')
   >>> builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-  ...     manual_dir='/data/HAM10000'))
+  ...     manual_dir='manual'))
+  Downloading and preparing dataset ... to tfds/ham10000/default/1.0.0...
+  Dataset ham10000 downloaded and prepared to tfds/ham10000/default/1.0.0. ...
   >>> ds = builder.as_dataset(split='train', as_supervised=True)
+  >>> len(ds), ds.element_spec[0].shape
+  (16, TensorShape([None, None, 3]))
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ Example:
   >>> model = build(cfg, (32, 32, 3), 2)
   >>> model.name
   'resnet9'
-  >>> model.save('/tmp/resnet9.keras')
-  >>> load_model('/tmp/resnet9.keras').name
+  >>> model.save('resnet9.keras')
+  >>> load_model('resnet9.keras').name
   'resnet9'
 """
 

@@ -15,7 +15,7 @@ the optimizer and creates its variables inside the scope, and
 
 Example:
 
-  >>> model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+  >>> model = tf.keras.Sequential([tf.keras.layers.Dense(2, name='dense')])
   >>> model.build([None, 3])
   >>> opt = make_optimizer('nadam', 1e-3, model.trainable_variables)
   >>> [v.name for v in opt.variables][:2]

@@ -12,6 +12,7 @@ noise).
 
 Example:
 
+  >>> from dp_medtf import losses
   >>> strategy = tf.distribute.get_strategy()  # Or MirroredStrategy, TPU...
   >>> with strategy.scope():
   ...   model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
