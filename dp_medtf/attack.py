@@ -62,13 +62,18 @@ from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
 from dp_medtf import models
 from dp_medtf import runs as runs_lib
-from dp_medtf import train
+from dp_medtf import recipe_flags
 from dp_medtf.attacks import imprint
 from dp_medtf.attacks import plots
 from dp_medtf.attacks import runner
 
 FLAGS = flags.FLAGS
 DEFAULT_EPSILONS = '1e9,1e12,1e15,1e18,inf'
+flags.adopt_module_key_flags(recipe_flags)
+
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Output folder (required): reconstructions, scores, '
+    'summary.json and the figures.')
 
 _NUM_IMAGES = flags.DEFINE_integer(
     'num_images', None, 'Attack the first N images of the split (all if '
@@ -207,11 +212,12 @@ def _examples(split, num: int, where: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  workdir = FLAGS.workdir
+  workdir = _WORKDIR.value
   if not workdir:
     raise app.UsageError('--workdir is required.')
   cli.check_output_dir('workdir', workdir)
-  config = train.resolve_config(train.load_config(), apply_epsilon=False)
+  config = recipe_flags.resolve_config(recipe_flags.load_config(),
+                                       apply_epsilon=False)
   data_dir = FLAGS.data_dir or ''
   if config.dataset != 'demo' and not data_dir:
     raise app.UsageError(
@@ -287,7 +293,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  train.set_default_config(sys.argv)
+  recipe_flags.set_default_config(sys.argv)
   cli.run(main)
 
 

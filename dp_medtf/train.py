@@ -23,25 +23,12 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from dp_medtf import cli
-from dp_medtf import epsilons as epsilons_lib
-from dp_medtf import recipes
+from dp_medtf import recipe_flags
+from dp_medtf import runs as runs_lib
 
 FLAGS = flags.FLAGS
-_DATASET = flags.DEFINE_enum('dataset', 'demo', recipes.DATASETS,
-                             'Which dataset (and default recipe) to use.')
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'A get_config() recipe file; defaults to the dataset\'s.',
-    lock_config=True)
-_EPSILON = flags.DEFINE_string(
-    'epsilon', None, 'Target epsilon (a positive number, or inf for '
-    'non-private training); default: the recipe\'s.')
-_DELTA = flags.DEFINE_float('delta', None,
-                            'Target delta; default: the recipe\'s (8e-7).')
-_SEED = flags.DEFINE_integer('seed', None, 'Training seed; default: the '
-                             'recipe\'s.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder; default '
                                'workdir/<dataset>_eps<epsilon>_seed<seed>.')
 _RESUME = flags.DEFINE_bool('resume', False, 'Continue the run in --workdir '
@@ -54,119 +41,29 @@ _STRATEGY = flags.DEFINE_enum(
     'total, whatever the number of replicas.')
 _TPU = flags.DEFINE_string('tpu', 'local', 'TPU name or address for '
                            '--strategy=tpu.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'The dataset folder in its '
-                                'original layout (not needed for the demo).')
-_BASELINE = flags.DEFINE_bool(
-    'baseline', False, 'Train the dataset\'s non-private baseline recipe '
-    '(dp_medtf/configs/<dataset>_baseline.py: the paper\'s non-private '
-    'model, with early stopping) instead of its DP recipe; --epsilon must be '
-    'inf or left out.')
-
-
-def _dataset_from_argv(argv: list[str]) -> str:
-  """The --dataset value in argv, read before flags are parsed."""
-  for i, arg in enumerate(argv):
-    if arg.startswith('--dataset='):
-      return arg.split('=', 1)[1]
-    if arg == '--dataset' and i + 1 < len(argv):
-      return argv[i + 1]
-  return 'demo'
-
-
-def _baseline_from_argv(argv: list[str]) -> bool:
-  """Whether argv sets --baseline, read before flags are parsed."""
-  value = False
-  for arg in argv:
-    if arg == '--baseline':
-      value = True
-    elif arg == '--nobaseline':
-      value = False
-    elif arg.startswith('--baseline='):
-      value = arg.split('=', 1)[1].lower() in ('true', 't', '1', 'yes')
-  return value
-
-
-def set_default_config(argv: list[str]) -> None:
-  """Points --config at the dataset's recipe unless it was given.
-
-  The recipe is dp_medtf/configs/<dataset>.py, or <dataset>_baseline.py with
-  --baseline. Exits with a one-line usage error when a --config.<field>
-  override names a field the recipe lacks (absl reads the file while setting
-  the default), or when the dataset has no baseline recipe.
-  """
-  if any(a == '--config' or a.startswith('--config=') for a in argv):
-    return
-  dataset = _dataset_from_argv(argv)
-  if dataset in recipes.DATASETS:
-    try:
-      FLAGS.set_default('config', recipes.path(
-          dataset, baseline=_baseline_from_argv(argv)))
-    except ValueError as e:  # No baseline recipe.
-      cli.error(f'--baseline: {e}', cli.USAGE_EXIT)
-    except (AttributeError, KeyError) as e:  # A --config.<field> override.
-      cli.error(cli.unknown_field_message(e, argv), cli.USAGE_EXIT)
-
-
-def resolve_config(config, apply_epsilon: bool = True):
-  """Applies the top-level flags to the recipe and checks them.
-
-  Args:
-    config: the --config recipe.
-    apply_epsilon: set dp.epsilon from --epsilon; False for apps whose
-      --epsilon is not one budget (the attack takes a list).
-  """
-  if config.dataset != _DATASET.value and FLAGS['dataset'].present:
-    raise app.UsageError(
-        f'--dataset={_DATASET.value} disagrees with the recipe\'s dataset '
-        f'{config.dataset!r}.')
-  with config.unlocked():
-    if apply_epsilon and _EPSILON.value is not None:
-      try:
-        config.dp.epsilon = epsilons_lib.parse_epsilon(_EPSILON.value)
-      except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    if _DELTA.value is not None:
-      if not 0 < _DELTA.value < 1:
-        raise app.UsageError(f'--delta must lie in (0, 1), got {_DELTA.value}.')
-      config.dp.delta = _DELTA.value
-    if _SEED.value is not None:
-      config.seed = _SEED.value
-  return config
-
-
-def load_config():
-  """The --config recipe; an unreadable file is a usage error."""
-  config = _CONFIG.value
-  try:
-    config.dataset  # pylint: disable=pointless-statement
-  except OSError as e:
-    path = FLAGS['config'].config_filename
-    reason = ('no such file' if not os.path.isfile(path) else
-              cli.last_line(str(e.__cause__ or e)))
-    raise app.UsageError(f'--config={path}: {reason}.') from None
-  return config
+flags.adopt_module_key_flags(recipe_flags)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if _BASELINE.value and FLAGS['config'].present:
+  if FLAGS.baseline and FLAGS['config'].present:
     raise app.UsageError('--baseline picks the recipe; give either --baseline '
                          'or --config.')
-  config = resolve_config(load_config())
-  if _BASELINE.value and not math.isinf(config.dp.epsilon):
+  config = recipe_flags.resolve_config(recipe_flags.load_config())
+  if FLAGS.baseline and not math.isinf(config.dp.epsilon):
     raise app.UsageError('--baseline trains without privacy; --epsilon must '
-                         f'be inf or left out, got {_EPSILON.value}.')
-  data_dir = _DATA_DIR.value or ''
+                         f'be inf or left out, got {FLAGS.epsilon}.')
+  data_dir = FLAGS.data_dir or ''
   if config.dataset != 'demo':
     if not data_dir:
       raise app.UsageError(f'--data_dir is required for --dataset='
                            f'{config.dataset}.')
     if not os.path.isdir(data_dir) and '://' not in data_dir:
       raise app.UsageError(f'--data_dir={data_dir} is not a folder.')
-  workdir = _WORKDIR.value or os.path.join(
-      'workdir', f'{config.dataset}_eps'
-      f'{epsilons_lib.epsilon_text(config.dp.epsilon)}_seed{config.seed}')
+  workdir = _WORKDIR.value or os.path.join('workdir', config.dataset + '_' +
+                                           runs_lib.run_name(config.dp.epsilon,
+                                                             config.seed))
   cli.check_output_dir('workdir', workdir)
 
   # Imported here so that --help and flag errors answer without loading TF.
@@ -187,12 +84,12 @@ def main(argv):
   logging.info('Results in %s', workdir)
   print(f"{results['status']}: test metrics {results['metrics']}, epsilon "
         f"spent {results['epsilon_spent']} ({results['wall_seconds']:.0f} s) "
-        f'-> {os.path.join(workdir, "results.json")}')
+        f'-> {runs_lib.RunLayout(workdir).results}')
 
 
 def run() -> None:
   """Console entry point."""
-  set_default_config(sys.argv)
+  recipe_flags.set_default_config(sys.argv)
   cli.run(main)
 
 

@@ -23,10 +23,14 @@ from absl import flags
 from dp_medtf import cli
 from dp_medtf import epsilons as epsilons_lib
 from dp_medtf import json_files
-from dp_medtf import train
+from dp_medtf import recipe_flags
 
+flags.adopt_module_key_flags(recipe_flags)
 _CLIP_NORMS = flags.DEFINE_list(
     'clip_norms', None, 'Candidate clip norms, e.g. 0.5,1,2.')
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Output folder; default '
+    'workdir/tune_clip_<dataset>_eps<epsilon>.')
 
 
 def main(argv):
@@ -39,9 +43,9 @@ def main(argv):
   except ValueError:
     raise app.UsageError(f'--clip_norms must be numbers, got '
                          f'{",".join(_CLIP_NORMS.value)}.') from None
-  config = train.resolve_config(train.load_config())
+  config = recipe_flags.resolve_config(recipe_flags.load_config())
   data_dir = flags.FLAGS.data_dir or ''
-  workdir = flags.FLAGS.workdir or os.path.join(
+  workdir = _WORKDIR.value or os.path.join(
       'workdir', f'tune_clip_{config.dataset}_eps'
       f'{epsilons_lib.epsilon_text(config.dp.epsilon)}')
   cli.check_output_dir('workdir', workdir)
@@ -64,7 +68,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  train.set_default_config(sys.argv)
+  recipe_flags.set_default_config(sys.argv)
   cli.run(main)
 
 

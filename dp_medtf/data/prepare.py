@@ -47,8 +47,9 @@ import ml_collections
 import numpy as np
 
 from dp_medtf import cli
-from dp_medtf import train as train_app
+from dp_medtf import recipe_flags
 
+flags.adopt_module_key_flags(recipe_flags)
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'The prepared folder to write (local or gs://).')
 _EXAMPLES_PER_SHARD = flags.DEFINE_integer(
@@ -289,7 +290,7 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = train_app.resolve_config(train_app.load_config())
+  config = recipe_flags.resolve_config(recipe_flags.load_config())
   data_dir = flags.FLAGS.data_dir or ''
   if config.dataset != 'demo' and not data_dir:
     raise app.UsageError(
@@ -314,7 +315,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  train_app.set_default_config(sys.argv)
+  recipe_flags.set_default_config(sys.argv)
   cli.run(main)
 
 

@@ -55,8 +55,9 @@ from absl import app
 from absl import flags
 
 from dp_medtf import cli
-from dp_medtf import train as train_app
+from dp_medtf import recipe_flags
 
+flags.adopt_module_key_flags(recipe_flags)
 _EXAMPLES = flags.DEFINE_integer(
     'examples', 256, 'Examples timed per reader rate (the split repeats if '
     'it is smaller).')
@@ -412,7 +413,7 @@ def scale_main(config, argv: list[str]) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = train_app.resolve_config(train_app.load_config())
+  config = recipe_flags.resolve_config(recipe_flags.load_config())
   if _SCALE.value:
     scale_main(config, sys.argv)
     return
@@ -462,7 +463,7 @@ def main(argv):
 
 def run() -> None:
   """Console entry point."""
-  train_app.set_default_config(sys.argv)
+  recipe_flags.set_default_config(sys.argv)
   cli.run(main)
 
 

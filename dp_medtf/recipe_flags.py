@@ -1,0 +1,134 @@
+"""The flags that pick and adjust a recipe, shared by every app.
+
+--dataset (and --baseline) choose the default recipe,
+dp_medtf/configs/<dataset>[_baseline].py; --config names another file;
+--config.<field>=<value> overrides a field; --epsilon, --delta and --seed
+override the recipe's; --data_dir is the dataset's folder. The apps
+(train, attack, tune_clip, data.prepare, data.throughput) define these by
+importing this module and add their own flags.
+
+Example:
+
+  >>> resolve_config.__name__
+  'resolve_config'
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from dp_medtf import cli
+from dp_medtf import epsilons as epsilons_lib
+from dp_medtf import recipes
+
+FLAGS = flags.FLAGS
+_DATASET = flags.DEFINE_enum('dataset', 'demo', recipes.DATASETS,
+                             'Which dataset (and default recipe) to use.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A get_config() recipe file; defaults to the dataset\'s.',
+    lock_config=True)
+_EPSILON = flags.DEFINE_string(
+    'epsilon', None, 'Target epsilon (a positive number, or inf for '
+    'non-private training); default: the recipe\'s.')
+_DELTA = flags.DEFINE_float('delta', None,
+                            'Target delta; default: the recipe\'s (8e-7).')
+_SEED = flags.DEFINE_integer('seed', None, 'Training seed; default: the '
+                             'recipe\'s.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'The dataset folder in its '
+                                'original layout (not needed for the demo).')
+_BASELINE = flags.DEFINE_bool(
+    'baseline', False, 'Train the dataset\'s non-private baseline recipe '
+    '(dp_medtf/configs/<dataset>_baseline.py: the paper\'s non-private '
+    'model, with early stopping) instead of its DP recipe; --epsilon must be '
+    'inf or left out.')
+
+
+
+def _dataset_from_argv(argv: list[str]) -> str:
+  """The --dataset value in argv, read before flags are parsed."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--dataset='):
+      return arg.split('=', 1)[1]
+    if arg == '--dataset' and i + 1 < len(argv):
+      return argv[i + 1]
+  return 'demo'
+
+
+def _baseline_from_argv(argv: list[str]) -> bool:
+  """Whether argv sets --baseline, read before flags are parsed."""
+  value = False
+  for arg in argv:
+    if arg == '--baseline':
+      value = True
+    elif arg == '--nobaseline':
+      value = False
+    elif arg.startswith('--baseline='):
+      value = arg.split('=', 1)[1].lower() in ('true', 't', '1', 'yes')
+  return value
+
+
+def set_default_config(argv: list[str]) -> None:
+  """Points --config at the dataset's recipe unless it was given.
+
+  The recipe is dp_medtf/configs/<dataset>.py, or <dataset>_baseline.py with
+  --baseline. Exits with a one-line usage error when a --config.<field>
+  override names a field the recipe lacks (absl reads the file while setting
+  the default), or when the dataset has no baseline recipe.
+  """
+  if any(a == '--config' or a.startswith('--config=') for a in argv):
+    return
+  dataset = _dataset_from_argv(argv)
+  if dataset in recipes.DATASETS:
+    try:
+      FLAGS.set_default('config', recipes.path(
+          dataset, baseline=_baseline_from_argv(argv)))
+    except ValueError as e:  # No baseline recipe.
+      cli.error(f'--baseline: {e}', cli.USAGE_EXIT)
+    except (AttributeError, KeyError) as e:  # A --config.<field> override.
+      cli.error(cli.unknown_field_message(e, argv), cli.USAGE_EXIT)
+
+
+def resolve_config(config, apply_epsilon: bool = True):
+  """Applies the top-level flags to the recipe and checks them.
+
+  Args:
+    config: the --config recipe.
+    apply_epsilon: set dp.epsilon from --epsilon; False for apps whose
+      --epsilon is not one budget (the attack takes a list).
+  """
+  if config.dataset != _DATASET.value and FLAGS['dataset'].present:
+    raise app.UsageError(
+        f'--dataset={_DATASET.value} disagrees with the recipe\'s dataset '
+        f'{config.dataset!r}.')
+  with config.unlocked():
+    if apply_epsilon and _EPSILON.value is not None:
+      try:
+        config.dp.epsilon = epsilons_lib.parse_epsilon(_EPSILON.value)
+      except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    if _DELTA.value is not None:
+      if not 0 < _DELTA.value < 1:
+        raise app.UsageError(f'--delta must lie in (0, 1), got {_DELTA.value}.')
+      config.dp.delta = _DELTA.value
+    if _SEED.value is not None:
+      config.seed = _SEED.value
+  return config
+
+
+def load_config():
+  """The --config recipe; an unreadable file is a usage error."""
+  config = _CONFIG.value
+  try:
+    config.dataset  # pylint: disable=pointless-statement
+  except OSError as e:
+    path = FLAGS['config'].config_filename
+    reason = ('no such file' if not os.path.isfile(path) else
+              cli.last_line(str(e.__cause__ or e)))
+    raise app.UsageError(f'--config={path}: {reason}.') from None
+  return config
+
+
