@@ -9,8 +9,8 @@ importing this module and add their own flags.
 
 Example:
 
-  >>> resolve_config.__name__
-  'resolve_config'
+  >>> FLAGS['dataset'].default, FLAGS['epsilon'].default
+  ('demo', None)
 """
 
 from __future__ import annotations
