@@ -212,14 +212,23 @@ def _bias_gradients(bias, g_rows) -> VariableGradients:
   return explicit(bias, tf.reduce_sum(g_rows, axis=1))
 
 
-def dense_rule(layer: tf.keras.layers.Dense, args, kwargs, tape,
-               num_microbatches=None, *, mode: str = 'mixed'):
-  """Rule for Dense on inputs of any rank (rows: all but the last axis)."""
+def _forward_watched(layer, args, kwargs, tape):
+  """(x, base, outputs): the input, the pre-activation output (watched) and
+  the activated output.
+
+  The rules' gradients are taken with respect to the pre-activation output.
+  """
   x = _single_input(layer, args, kwargs)
   with _without_activation(layer):
     base = layer(x)
   tape.watch(base)
-  outputs = _activate(layer, base)
+  return x, base, _activate(layer, base)
+
+
+def dense_rule(layer: tf.keras.layers.Dense, args, kwargs, tape,
+               num_microbatches=None, *, mode: str = 'mixed'):
+  """Rule for Dense on inputs of any rank (rows: all but the last axis)."""
+  x, base, outputs = _forward_watched(layer, args, kwargs, tape)
 
   def gradients(g):
     b = _num_examples(x, num_microbatches)
@@ -310,11 +319,7 @@ def conv_rule(layer, args, kwargs, tape, num_microbatches=None, *,
                     'gradients are computed one example at a time (slow).',
                     layer.name, type(layer).__name__)
     return per_example_loop_rule(layer, args, kwargs, tape, num_microbatches)
-  x = _single_input(layer, args, kwargs)
-  with _without_activation(layer):
-    base = layer(x)
-  tape.watch(base)
-  outputs = _activate(layer, base)
+  x, base, outputs = _forward_watched(layer, args, kwargs, tape)
 
   def gradients(g):
     b = _num_examples(x, num_microbatches)
