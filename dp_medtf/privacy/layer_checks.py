@@ -41,8 +41,9 @@ drawn with a stateless generator (the global random state is not touched).
 
 Example:
 
-  >>> model = tf.keras.Sequential([tf.keras.Input([3]),
-  ...                              tf.keras.layers.BatchNormalization()])
+  >>> model = tf.keras.Sequential([
+  ...     tf.keras.Input([3]),
+  ...     tf.keras.layers.BatchNormalization(name='batch_normalization')])
   >>> check_model(model, 'vectorized')
   Traceback (most recent call last):
   ...
@@ -366,12 +367,6 @@ def check_model(model: tf.keras.Model, engine: str, *,
     ValueError: naming the first offending layer or variable (see the module
       docstring for the conditions).
   """
-  # A model passes once per engine and set of layers: make_private and the
-  # DP step it builds both check, and the probe is a forward pass.
-  passed = (engine, tuple(id(layer) for layer in model.layers))
-  default = registry is None
-  if default and passed in getattr(model, '_dp_medtf_checked', ()):
-    return
   registry = registry or layer_registry.default_registry()
   _static_checks(model, engine)
   inputs = _probe_inputs(model, seed)
@@ -397,7 +392,3 @@ def check_model(model: tf.keras.Model, engine: str, *,
         v.assign(value)
   if readers is not None:
     _check_sharing(model, readers, engine)
-  if default:
-    checked = getattr(model, '_dp_medtf_checked', set())
-    checked.add(passed)
-    object.__setattr__(model, '_dp_medtf_checked', checked)

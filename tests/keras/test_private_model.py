@@ -349,3 +349,19 @@ def test_normalization_is_part_of_the_model():
   np.testing.assert_allclose(
       private.predict(x, verbose=0),
       private.model.predict((x - 0.5) / 0.25, verbose=0), rtol=1e-5)
+
+
+def test_a_layer_unfrozen_after_make_private_is_refused_at_fit():
+  # Frozen, BatchNorm runs in inference mode and mixes no examples; made
+  # trainable after make_private's check, it would: the step checks again.
+  tf.keras.utils.set_random_seed(0)
+  norm = tf.keras.layers.BatchNormalization(trainable=False)
+  net = tf.keras.Sequential([tf.keras.Input([6, 6, 1]), norm,
+                             tf.keras.layers.Flatten(),
+                             tf.keras.layers.Dense(2)])
+  private = make_private(net, _config())
+  norm.trainable = True
+  private.compile(optimizer='sgd', loss=_loss())
+  with pytest.raises(ValueError, match=norm.name):
+    private.fit(*_data(), epochs=1, verbose=0)
+  assert private.steps_taken == 0

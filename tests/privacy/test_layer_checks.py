@@ -385,21 +385,3 @@ def test_check_cost_on_resnet9():
         f'one eager forward pass of the probe batch: {forward:.3f} s')
   # One layer-by-layer forward pass plus probes of the few unknown layers.
   assert seconds < 10 * forward + 0.5
-
-
-def test_a_checked_model_is_probed_once_per_engine_and_layers(monkeypatch):
-  probes = []
-  probe = layer_checks._probe_inputs  # pylint: disable=protected-access
-  monkeypatch.setattr(layer_checks, '_probe_inputs',
-                      lambda *a, **k: probes.append(1) or probe(*a, **k))
-  model = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(3)])
-  layer_checks.check_model(model, 'ghost_bk')
-  layer_checks.check_model(model, 'ghost_bk')
-  assert len(probes) == 1
-  layer_checks.check_model(model, 'vectorized')
-  assert len(probes) == 2
-  model.add(tf.keras.layers.BatchNormalization())  # New layers: checked anew.
-  with pytest.raises(ValueError, match='batch_normalization'):
-    layer_checks.check_model(model, 'ghost_bk')
-  with pytest.raises(ValueError, match='batch_normalization'):
-    layer_checks.check_model(model, 'ghost_bk')  # A refusal is not cached.
