@@ -607,7 +607,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   save_release_model(model, layout.model)
   results = runs_lib.RunResults(
       dataset=config.dataset,
-      recipe=config.get('recipe', config.dataset),
+      recipe=config.get('recipe') or config.dataset,
       model=config.model.name,
       engine=config.dp.engine if plan.private else 'non_private',
       status=runs_lib.FINISHED if finished else runs_lib.INTERRUPTED,

@@ -272,7 +272,8 @@ class RunResults:
     epsilon_target: the budget (math.inf: non-private).
     epsilon_spent: epsilon spent by the steps taken, at `delta`.
     delta: the target delta.
-    randomness: 'secret' or the seeded mode; None without DP.
+    randomness: 'secret' or the seeded mode; None without DP;
+      'unrecorded' in results written before the field existed.
     replicas: devices the run trained on.
     noise_multiplier: z (0.0 without DP).
     clip_norm: C (None without DP).
@@ -373,6 +374,7 @@ class RunResults:
                          f'({type(obj).__name__}).')
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    obj = {**_added_later(obj), **obj}
     for name in names:
       if name not in obj:
         raise ResultsError(f'{source}: field {name!r} is missing.')
@@ -389,6 +391,17 @@ class RunResults:
       raise ResultsError(f'{source}: field \'metrics\' is null, but a '
                          'finished run has test metrics.')
     return cls(**values)
+
+
+def _added_later(obj: dict[str, Any]) -> dict[str, Any]:
+  """Values for the fields that results.json gained over time.
+
+  A run folder written before a field existed still reads: its recipe was
+  the dataset's, it stopped no early, ran on one device, and its randomness
+  mode was not recorded.
+  """
+  return {'recipe': obj.get('dataset'), 'early_stopping': None,
+          'replicas': 1, 'randomness': 'unrecorded'}
 
 
 def read_results(run_dir: str, *, missing_ok: bool = False

@@ -61,9 +61,14 @@ def main(argv):
                            f'{config.dataset}.')
     if not os.path.isdir(data_dir) and '://' not in data_dir:
       raise app.UsageError(f'--data_dir={data_dir} is not a folder.')
-  workdir = _WORKDIR.value or os.path.join('workdir', config.dataset + '_' +
-                                           runs_lib.run_name(config.dp.epsilon,
-                                                             config.seed))
+  workdir = _WORKDIR.value
+  if not workdir:
+    try:
+      name = runs_lib.run_name(config.dp.epsilon, config.seed)
+      workdir = os.path.join('workdir', f'{config.dataset}_{name}')
+    except ValueError as e:  # A budget or seed no run could have.
+      raise app.UsageError(f'--config.dp.epsilon={config.dp.epsilon}, '
+                           f'--config.seed={config.seed}: {e}') from None
   cli.check_output_dir('workdir', workdir)
 
   # Imported here so that --help and flag errors answer without loading TF.

@@ -171,12 +171,25 @@ def test_numbers_are_read_as_numbers(tmp_path):
   assert isinstance(read.wall_seconds, float) and os.path.exists(path)
 
 
-@pytest.mark.parametrize('field', RESULTS_KEYS)
+ADDED_LATER = {'recipe': 'demo', 'early_stopping': None, 'replicas': 1,
+               'randomness': 'unrecorded'}
+
+
+@pytest.mark.parametrize('field', [k for k in RESULTS_KEYS
+                                   if k not in ADDED_LATER])
 def test_a_missing_field_is_named_with_the_file(field, tmp_path):
   path = _written(tmp_path, **{field: None})
   with pytest.raises(runs.ResultsError) as raised:
     runs.read_results(str(tmp_path))
   assert str(raised.value) == f"{path}: field '{field}' is missing."
+
+
+def test_results_written_before_later_fields_still_read(tmp_path):
+  _written(tmp_path, **{field: None for field in ADDED_LATER})
+  read = runs.read_results(str(tmp_path))
+  assert read.dataset == 'demo'
+  for field, value in ADDED_LATER.items():
+    assert getattr(read, field) == value
 
 
 @pytest.mark.parametrize('field, value, expected', [
