@@ -73,7 +73,8 @@ _SCALE_PHASE = flags.DEFINE_enum(
     'scale_phase', 'all', ('all', 'generate', 'prepare', 'measure'),
     'Scale mode: the phase to run.')
 _SCALE_BATCHES = flags.DEFINE_integer(
-    'scale_batches', 2, 'Scale mode: Poisson batches timed per source.')
+    'scale_batches', 2, 'Scale mode: Poisson batches timed per source.',
+    lower_bound=1)
 _SCALE_STEP_CHUNK = flags.DEFINE_integer(
     'scale_step_chunk', 2, 'Scale mode: the chunk the train step is timed on '
     '(its rate per example; the recipe\'s chunk of 64 x 4 views at 224 x 224 '
@@ -275,11 +276,13 @@ def measure_source(config, data_dir: str, batches: int) -> dict:
   ends = {}
   for (step, _), (_, _, mask) in zip(plan, pipeline.train_dataset(split,
                                                                   plan)):
-    if first_chunk_s is None:
+    if first_chunk_s is None:  # Timed alone: not part of either rate.
       first_chunk_s = time.perf_counter() - began
+      ends[0] = time.perf_counter()
+      continue
     examples[min(step, 1)] += int(tf.reduce_sum(mask))
     ends[min(step, 1)] = time.perf_counter()
-  first_batch_rate = examples[0] / (ends[0] - began - first_chunk_s)
+  first_batch_rate = examples[0] / max(ends[0] - began - first_chunk_s, 1e-9)
   rate = examples[1] / max(ends[1] - ends[0], 1e-9)
   # The source alone: load_example over one more Poisson batch.
   indices = sampler.step_indices(batches + 1)

@@ -53,6 +53,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from dp_medtf import epsilons as epsilons_lib
 from dp_medtf.data import pipeline
 from dp_medtf.data import sampling
 from dp_medtf.data import split as data_split
@@ -131,8 +132,9 @@ class PrivateModel(tf.keras.Model):
     flip_probs: augmentation: flip probability per spatial axis (1-based),
       applied independently to each of the K views.
     normalization: {'mean': [...], 'std': [...]} per channel, applied to
-      each input before the views and in `call` (fixed constants: statistics of private
-      data would be an unaccounted release); None: inputs as given.
+      each input before the views and in `call` (fixed constants:
+      statistics of private data would be an unaccounted release); None:
+      inputs as given.
     **kwargs: tf.keras.Model's (name).
   """
 
@@ -291,7 +293,8 @@ class PrivateModel(tf.keras.Model):
 
   @tf.function
   def _training_views(self, x, step):
-    """Normalised, augmented views of a chunk, on the model's device."""
+    """Normalised, augmented views of a chunk (before it is split across
+    replicas; flip_probs, K and the seed are fixed at the first trace)."""
     return pipeline.training_views(
         x, self._normalizer, self.dp_config.augmentation_multiplicity,
         self.flip_probs, self.dp_config.seed, step)
@@ -430,7 +433,7 @@ class PrivateModel(tf.keras.Model):
           f'The ledger ({self.ledger.steps} steps) plus the remaining '
           f'{max(last_step - self.steps_taken, 0)} steps would spend epsilon='
           f'{self._projected_epsilon(last_step):.6g} > target '
-          f'{config.epsilon_target:g}.')
+          f'{epsilons_lib.epsilon_text(config.epsilon_target)}.')
     key = self._dp_state.randomness.sampling_key() if config.private else None
     chunk = config.chunk_size(self.distribute_strategy.num_replicas_in_sync)
     epoch_logs: dict[str, Any] = {}
