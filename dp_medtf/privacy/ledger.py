@@ -61,6 +61,13 @@ class PrivacyLedger(tf.Module):
   def record(self, noise_multiplier: float, sampling_rate: float,
              steps: int = 1) -> None:
     """Adds `steps` steps, merging with the last segment when it matches."""
+    segments = self._with(noise_multiplier, sampling_rate, steps)
+    self._state.assign(json.dumps([dataclasses.asdict(s) for s in segments]))
+
+  def _with(self, noise_multiplier: float, sampling_rate: float,
+            steps: int) -> list[Segment]:
+    """The segments after `steps` more steps, merged into the last segment
+    when it matches (one segment is accounted exactly)."""
     accounting.validate(noise_multiplier=noise_multiplier,
                         sampling_rate=sampling_rate, steps=steps)
     segments = self.segments
@@ -70,7 +77,7 @@ class PrivacyLedger(tf.Module):
       segments.append(dataclasses.replace(last, steps=last.steps + steps))
     else:
       segments.append(Segment(noise_multiplier, sampling_rate, steps))
-    self._state.assign(json.dumps([dataclasses.asdict(s) for s in segments]))
+    return segments
 
   def epsilon(self, delta: float) -> float:
     """Epsilon spent by everything recorded, by the RDP accountant.
@@ -94,21 +101,14 @@ class PrivacyLedger(tf.Module):
       >>> ledger.projected_epsilon(1e-5, 1.0, 0.01, 100) > ledger.epsilon(1e-5)
       True
     """
-    segments = [(s.noise_multiplier, s.sampling_rate, s.steps)
-                for s in self.segments]
-    if more_steps > 0:
-      accounting.validate(noise_multiplier=noise_multiplier,
-                          sampling_rate=sampling_rate, steps=more_steps)
-      if segments and segments[-1][:2] == (noise_multiplier, sampling_rate):
-        # As `record` merges: one segment is accounted exactly.
-        segments[-1] = (noise_multiplier, sampling_rate,
-                        segments[-1][2] + more_steps)
-      else:
-        segments.append((noise_multiplier, sampling_rate, more_steps))
+    segments = (self._with(noise_multiplier, sampling_rate, more_steps)
+                if more_steps > 0 else self.segments)
     if not segments:
       return 0.0
     accounting.validate(delta=delta)
-    return accounting.composed_epsilon(segments, delta)
+    return accounting.composed_epsilon(
+        [(s.noise_multiplier, s.sampling_rate, s.steps) for s in segments],
+        delta)
 
   def to_dict(self) -> list[dict[str, float]]:
     """The segments as plain dicts (for results.json)."""
