@@ -179,32 +179,27 @@ def encode(x: np.ndarray, y: np.ndarray) -> bytes:
   return bytes([x_tag, y_tag]) + x_bytes + y_bytes
 
 
-def decode(record: tf.Tensor, x_shape: Sequence[int],
-           y_shape: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
-  """(float32 x, int32 y) of one record, traceable by tf.data."""
+_X_DTYPES = {X_UINT8: np.uint8, X_UINT8_PNG: np.uint8, X_UINT16: '<u2',
+             X_FLOAT32: '<f4'}
+
+
+def decode(record: bytes, x_shape: Sequence[int],
+           y_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """(float32 x, int32 y) of one record: encode's inverse, bit for bit."""
   nx, ny = math.prod(x_shape), math.prod(y_shape)
-  tags = tf.cast(tf.io.decode_raw(tf.strings.substr(record, 0, 2), tf.uint8),
-                 tf.int32)
-
-  def raw(dtype, size):
-    return tf.io.decode_raw(tf.strings.substr(record, 2, size * nx), dtype)
-
-  def uint8():
-    return tf.cast(raw(tf.uint8, 1), tf.float32)
-
-  x = tf.switch_case(tags[0], [
-      lambda: uint8() * _INV_255,
-      lambda: (uint8() * 257.0) * _INV_65535,
-      lambda: tf.cast(raw(tf.uint16, 2), tf.float32) * _INV_65535,
-      lambda: raw(tf.float32, 4)])
-  y_start = 2 + tf.gather(tf.constant([nx, nx, 2 * nx, 4 * nx]), tags[0])
-  y = tf.cond(
-      tf.equal(tags[1], Y_UINT8),
-      lambda: tf.cast(tf.io.decode_raw(
-          tf.strings.substr(record, y_start, ny), tf.uint8), tf.int32),
-      lambda: tf.io.decode_raw(tf.strings.substr(record, y_start, 4 * ny),
-                               tf.int32))
-  return tf.reshape(x, x_shape), tf.reshape(y, y_shape)
+  x_tag, y_tag = record[0], record[1]
+  stored = np.frombuffer(record, _X_DTYPES[x_tag], nx, offset=2)
+  y = np.frombuffer(record, np.uint8 if y_tag == Y_UINT8 else '<i4', ny,
+                    offset=2 + stored.nbytes)
+  x = stored
+  if x_tag == X_UINT8:
+    x = x.astype(np.float32) * _INV_255
+  elif x_tag == X_UINT8_PNG:
+    x = (x.astype(np.float32) * np.float32(257)) * _INV_65535
+  elif x_tag == X_UINT16:
+    x = x.astype(np.float32) * _INV_65535
+  return (x.astype(np.float32).reshape(x_shape),
+          y.astype(np.int32).reshape(y_shape))
 
 
 def read_metadata(folder: str) -> dict[str, Any]:
@@ -339,18 +334,50 @@ class RecordSplit:
         self._readers[shard] = reader
       return reader
 
+  def _shard_error(self, shard: int, where: str,
+                   error: Exception) -> PreparedDataError:
+    return PreparedDataError(
+        f'--data_dir={self.folder}: shard '
+        f'{os.path.basename(self._paths[shard])} is corrupt {where} '
+        f'({cli.last_line(str(error))[:120]}); prepare the dataset again.')
+
+  def read_many(self, indices: Sequence[int]) -> list[bytes]:
+    """The records of examples `indices`, in that order.
+
+    One read per shard: random reads are bound by the disk's latency, and
+    ArrayRecord reads one call's records without waiting for each in turn.
+    """
+    indices = np.asarray(indices, np.int64).reshape(-1)
+    shards = np.searchsorted(self._ends, indices, side='right')
+    out: list[bytes] = [b''] * len(indices)
+    for shard in np.unique(shards):
+      where = np.flatnonzero(shards == shard)
+      shard = int(shard)
+      try:
+        found = self._reader(shard).read(
+            (indices[where] - self._starts[shard]).tolist())
+      except RuntimeError as e:
+        raise self._shard_error(
+            shard, f'at example {int(indices[where[0]])}', e) from None
+      for position, record in zip(where, found):
+        out[position] = record
+    return out
+
   def read(self, index: int) -> bytes:
     """The record of example `index`."""
-    index = int(index)
-    shard = int(np.searchsorted(self._ends, index, side='right'))
-    try:
-      return self._reader(shard).read([index - int(self._starts[shard])])[0]
-    except RuntimeError as e:
-      raise PreparedDataError(
-          f'--data_dir={self.folder}: shard '
-          f'{os.path.basename(self._paths[shard])} is corrupt at example '
-          f'{index} ({cli.last_line(str(e))[:120]}); prepare the dataset '
-          'again.') from None
+    return self.read_many([index])[0]
+
+  def _decode_many(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for index, record in zip(indices, self.read_many(indices)):
+      try:
+        x, y = decode(record, self.x_shape, self.y_shape)
+      except (KeyError, ValueError, IndexError) as e:
+        shard = int(np.searchsorted(self._ends, index, side='right'))
+        raise self._shard_error(shard, f'at example {int(index)}', e) from None
+      xs.append(x)
+      ys.append(y)
+    return np.stack(xs), np.stack(ys)
 
   @functools.cached_property
   def _affine_tensors(self):
@@ -359,26 +386,32 @@ class RecordSplit:
       return (tf.constant(self.modalities.astype(np.int32)),
               tf.constant(scale), tf.constant(shift))
 
-  def load_example(self, index: tf.Tensor):
-    """(x, y) of example `index`, traceable by tf.data."""
-    index = tf.cast(index, tf.int64)
-    record = tf.numpy_function(self.read, [index], tf.string, stateful=False)
-    x, y = decode(record, self.x_shape, self.y_shape)
+  def load_batch(self, indices: tf.Tensor):
+    """(x [b, ...], y [b, ...]) of examples `indices` [b], traceable."""
+    indices = tf.reshape(tf.cast(indices, tf.int64), [-1])
+    x, y = tf.numpy_function(self._decode_many, [indices],
+                             [tf.float32, tf.int32], stateful=False)
+    x = tf.ensure_shape(x, [None, *self.x_shape])
+    y = tf.ensure_shape(y, [None, *self.y_shape])
     if self._affine is not None:
       modalities, scale, shift = self._affine_tensors
-      m = tf.gather(modalities, index)
-      x = x * tf.gather(scale, m) + tf.gather(shift, m)
-    if not self.y_shape:
-      y = tf.ensure_shape(y, [])
+      m = tf.gather(modalities, indices)
+      per_example = [-1] + [1] * len(self.x_shape)
+      x = (x * tf.reshape(tf.gather(scale, m), per_example) +
+           tf.reshape(tf.gather(shift, m), per_example))
     return x, y
+
+  def load_example(self, index: tf.Tensor):
+    """(x, y) of example `index`, traceable by tf.data."""
+    x, y = self.load_batch(index)
+    return x[0], y[0]
 
   @functools.cached_property
   def labels(self) -> np.ndarray:
     """int32 [N] class labels, or [N, *spatial] label maps (reads them all)."""
     if self._labels is not None:
       return self._labels
-    return np.stack([decode(tf.constant(self.read(i)), self.x_shape,
-                            self.y_shape)[1].numpy() for i in range(len(self))])
+    return self._decode_many(np.arange(len(self)))[1]
 
 
 def _check_shards(folder: str, meta: dict[str, Any], split: str) -> None:

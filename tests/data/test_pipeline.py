@@ -27,6 +27,33 @@ def test_chunks_are_the_stored_examples_in_plan_order():
     np.testing.assert_array_equal(mask.numpy(), chunk.mask)
 
 
+class _OneByOne:
+  """A split with only the Split protocol's members (no load_batch)."""
+
+  def __init__(self, split):
+    self._split = split
+    self.labels = split.labels
+
+  def __len__(self):
+    return len(self._split)
+
+  def load_example(self, index):
+    return self._split.load_example(index)
+
+
+def test_batched_and_one_by_one_loading_give_the_same_chunks():
+  split, _ = _split()
+  plan = [(s, c) for s in range(3) for c in sampling.to_chunks(
+      np.array([[11, 0, 3], [5, 5, 9, 2], []][s], np.int64), 2)]
+  batched = list(pipeline.train_dataset(split, plan))
+  one_by_one = list(pipeline.train_dataset(_OneByOne(split), plan))
+  assert len(batched) == len(one_by_one) == len(plan)
+  for a, b in zip(batched, one_by_one):
+    for ta, tb in zip(a, b):
+      assert ta.dtype == tb.dtype
+      np.testing.assert_array_equal(ta.numpy(), tb.numpy())
+
+
 def test_views_normalise_and_depend_on_seed_and_step():
   split, x = _split()
   stored = next(iter(pipeline.train_dataset(
