@@ -47,28 +47,23 @@ _BASELINE = flags.DEFINE_bool(
     'inf or left out.')
 
 
+def _recipe_choice(argv: list[str]) -> tuple[str, bool] | None:
+  """(--dataset, --baseline) as absl parses them, before the other flags.
 
-def _dataset_from_argv(argv: list[str]) -> str:
-  """The --dataset value in argv, read before flags are parsed."""
-  for i, arg in enumerate(argv):
-    if arg.startswith('--dataset='):
-      return arg.split('=', 1)[1]
-    if arg == '--dataset' and i + 1 < len(argv):
-      return argv[i + 1]
-  return 'demo'
-
-
-def _baseline_from_argv(argv: list[str]) -> bool:
-  """Whether argv sets --baseline, read before flags are parsed."""
-  value = False
-  for arg in argv:
-    if arg == '--baseline':
-      value = True
-    elif arg == '--nobaseline':
-      value = False
-    elif arg.startswith('--baseline='):
-      value = arg.split('=', 1)[1].lower() in ('true', 't', '1', 'yes')
-  return value
+  config_flags loads --config's default recipe when it is set, before the
+  command line is parsed; this reads the two flags that choose it from argv
+  with absl's own parser. None when either value is invalid (the full parse
+  then reports it).
+  """
+  early = flags.FlagValues()
+  flags.DEFINE_enum('dataset', _DATASET.default, recipes.DATASETS, '',
+                    flag_values=early)
+  flags.DEFINE_bool('baseline', False, '', flag_values=early)
+  try:
+    early(list(argv), known_only=True)
+  except flags.Error:
+    return None
+  return early.dataset, early.baseline
 
 
 def set_default_config(argv: list[str]) -> None:
@@ -81,11 +76,11 @@ def set_default_config(argv: list[str]) -> None:
   """
   if any(a == '--config' or a.startswith('--config=') for a in argv):
     return
-  dataset = _dataset_from_argv(argv)
-  if dataset in recipes.DATASETS:
+  choice = _recipe_choice(argv)
+  if choice is not None:
+    dataset, baseline = choice
     try:
-      FLAGS.set_default('config', recipes.path(
-          dataset, baseline=_baseline_from_argv(argv)))
+      FLAGS.set_default('config', recipes.path(dataset, baseline=baseline))
     except ValueError as e:  # No baseline recipe.
       cli.error(f'--baseline: {e}', cli.USAGE_EXIT)
     except (AttributeError, KeyError) as e:  # A --config.<field> override.
