@@ -1,9 +1,10 @@
 """Ghost clipping: per-example norms without per-example gradients.
 
 One forward pass records, for every layer with trainable variables, its rule's
-`base` tensor (layer_registry); one backward pass of the summed loss gives
-dL/dbase, from which each layer's per-example gradient norms follow (ghost
-norm or explicit, whichever is cheaper for that layer). The clipped sum
+`base` tensor (layer_rules, looked up in a layer_registry.Registry); one
+backward pass of the summed loss gives dL/dbase, from which each layer's
+per-example gradient norms follow (ghost norm or explicit, whichever is
+cheaper for that layer). The clipped sum
 sum_i min(1, C / ||g_i||) g_i is then formed in one of two ways:
 
   * 'second_pass' (ghost clipping, Li et al. 2021; Bu et al. 2022): a second

@@ -1,39 +1,17 @@
-"""Ghost clipping: the norm identity, per-layer choices, fallbacks, errors."""
+"""Ghost clipping: each rule mode against the loop, fallbacks, refusals."""
 
 import logging
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads
 
 from dp_medtf.privacy import ghost
 from dp_medtf.privacy import layer_registry
+from dp_medtf.privacy import layer_rules
 from dp_medtf.privacy import step as dp_step
 from tests.privacy import test_engines
 from tests.privacy.test_engines import assert_close
-
-
-def test_ghost_norm_identity():
-  rng = np.random.default_rng(0)
-  for rows in (1, 6):
-    left = rng.normal(size=(3, rows, 5)).astype(np.float32)
-    right = rng.normal(size=(3, rows, 4)).astype(np.float32)
-    explicit = np.einsum('btd,btp->bdp', left, right)
-    assert_close(layer_registry.ghost_squared_norms(left, right),
-                 (explicit ** 2).sum(axis=(1, 2)))
-
-
-@pytest.mark.parametrize('rows,d,p,expected', [
-    (64 * 64, 27, 64, False),      # ResNet-9's first conv at 64 x 64.
-    (16 * 16, 2304, 256, False),   # Its block4: T (d + p) = 655K > d p.
-    (8 * 8, 2304, 256, True),      # Its res2 convs: 164K < 590K.
-    (1, 1024, 2, True),            # A dense head on one view.
-])
-def test_mixed_picks_the_cheaper(rows, d, p, expected):
-  assert layer_registry.use_ghost('mixed', rows, d, p) == expected
-  assert layer_registry.use_ghost('ghost', rows, d, p)
-  assert not layer_registry.use_ghost('explicit', rows, d, p)
 
 
 @pytest.mark.parametrize('model_name', [
@@ -63,7 +41,7 @@ def test_each_mode_matches_the_loop(model_name, mode):
     'centred_conv3d_transpose_nobias'])
 def test_explicit_mode_past_the_unrolled_count_matches_the_loop(model_name):
   """More examples than map_examples unrolls: the vectorised path."""
-  examples = layer_registry.UNROLL_EXAMPLES + 3
+  examples = layer_rules.UNROLL_EXAMPLES + 3
   model = test_engines.LAYER_MODELS[model_name]()
   x, y = test_engines.batch_for(model, examples, 2)
   mask = tf.ones([examples])
@@ -159,19 +137,6 @@ def test_bad_options():
                             reweighting='third_pass')
 
 
-def test_rules_plug_into_tf_privacy():
-  """TF Privacy's norm computation with the registry covers convolutions."""
-  model = test_engines.LAYER_MODELS['group_norm']()
-  x, y = test_engines.batch_for(model, 4, 1)
-  _, norms = test_engines.loop_gradients(model, x, y)
-  registry = layer_registry.to_tf_privacy(layer_registry.default_registry())
-  got = clip_grads.compute_gradient_norms(
-      model, registry, x[:, 0], y,
-      per_example_loss_fn=lambda labels, out, unused_weights: (
-          dp_step.classification_loss(labels, out)))
-  assert_close(got, norms)
-
-
 @pytest.mark.parametrize('engine', ['ghost', 'ghost_bk'])
 def test_virtual_batch_equals_one_chunk(engine, monkeypatch):
   """Chunks of one logical batch give the update of the whole batch."""
@@ -246,6 +211,6 @@ def test_centred_conv_ghost_norm_is_the_projected_one(model_name, monkeypatch):
         reweighting='bookkeeping', registry=registry)[1].numpy()
 
   assert_close(ghost_norms(), norms)
-  monkeypatch.setattr(layer_registry.dp_layers, 'CENTRED_CONVS', ())
+  monkeypatch.setattr(layer_rules.dp_layers, 'CENTRED_CONVS', ())
   uncorrected = ghost_norms()
   assert np.all(uncorrected > norms * (1 + 10 * test_engines.RTOL))
