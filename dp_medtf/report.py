@@ -5,7 +5,7 @@ Usage:
   python -m dp_medtf.report --sweep_dir=sweeps/demo --output_dir=sweeps/demo/report
 
 Reads <sweep_dir>/<dataset>/eps<e>_seed<s>/results.json (from
-launch/sweep.py; dp_medtf.runs reads and checks them) and
+`python -m dp_medtf.sweep`; dp_medtf.runs reads and checks them) and
 <sweep_dir>/<dataset>/attack/summary.json (from
 `python -m dp_medtf.attack --workdir=<sweep_dir>/<dataset>/attack`), and
 writes table3.md, table3.csv and performance_vs_risk.png to --output_dir.

@@ -153,7 +153,7 @@ def _add_p_values(rows: list[Row]) -> None:
   """Student's t-test of each budget against its dataset's inf row.
 
   The inf row holds the non-private runs: the dataset's baseline recipe when
-  the sweep trained it (launch/sweep.py does for epsilon inf), as the
+  the sweep trained it (dp_medtf.sweep does for epsilon inf), as the
   paper's Table 3 compares each budget with its non-private baseline.
   """
   baseline = {r.dataset: r for r in rows if math.isinf(r.epsilon)}

@@ -8,7 +8,7 @@ The train app (dp_medtf.fit) writes one folder per run:
   tensorboard/   TensorBoard events
   model.keras    the release model (architecture and weights only)
 
-`RunLayout` gives these paths. A sweep (launch/sweep.py) keeps its runs in
+`RunLayout` gives these paths. A sweep (dp_medtf.sweep) keeps its runs in
 <sweep_dir>/<dataset>/<run_name(epsilon, seed)>/, e.g. demo/eps1e9_seed10,
 its logs in <sweep_dir>/logs/<dataset>/ and its record in
 <sweep_dir>/sweep.json; `parse_run_name` reads a run folder's name back.

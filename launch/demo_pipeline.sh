@@ -35,8 +35,8 @@ parse_flags 'sweep_dir epsilons seeds num_images' '' "$@"
 [[ "${FLAG_REST_GIVEN}" == false ]] || train_flags=("${FLAG_REST[@]}")
 
 python="${PYTHON:-python}"
-# quote keeps a flag with spaces one flag through sweep.py's shlex.split.
-"${python}" "${SCRIPT_DIR}/sweep.py" --dataset=demo --epsilons="${epsilons}" \
+# quote keeps a flag with spaces one flag through the sweep's shlex.split.
+"${python}" -m dp_medtf.sweep --dataset=demo --epsilons="${epsilons}" \
   --seeds="${seeds}" --sweep_dir="${sweep_dir}" --skip_finished \
   --extra_flags="$(quote "${train_flags[@]}")"
 # The attack column of Table 3 at each trained run's own N, q, T, z and C:

@@ -20,8 +20,7 @@ TRAIN = ['-m', 'dp_medtf.train']
 ATTACK = ['-m', 'dp_medtf.attack', '--num_images=2']
 REPORT = ['-m', 'dp_medtf.report']
 RISK = ['-m', 'dp_medtf.risk', '--dataset=demo', '--epsilon=8']
-SWEEP = [os.path.join(REPO, 'launch', 'sweep.py'), '--epsilons=8',
-         '--seeds=1']
+SWEEP = ['-m', 'dp_medtf.sweep', '--epsilons=8', '--seeds=1']
 BENCH = ['-m', 'dp_medtf.bench']
 THROUGHPUT = ['-m', 'dp_medtf.data.throughput']
 

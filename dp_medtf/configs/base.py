@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   # watches the validation MCC (classification) or first foreground Dice.
   config.early_stopping = ml_collections.ConfigDict(dict(
       patience=0, min_delta=0.001, metric='', mode='max'))
-  # launch/sweep.py's defaults: the budgets (inf: the non-private baseline)
+  # dp_medtf.sweep's defaults: the budgets (inf: the non-private baseline)
   # times the seeds of the authors' README.
   config.sweep = ml_collections.ConfigDict(dict(
       epsilons=(1.0, 8.0, 1e9, float('inf')),

@@ -1,14 +1,14 @@
 """The shell launchers and launch/flags.sh: syntax, --help, dry runs, errors."""
 
-import importlib.util
 import os
 import pathlib
 import shlex
 import stat
 import subprocess
-import sys
 
 import pytest
+
+from dp_medtf import sweeps
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CLOUD_TPU = REPO / 'launch' / 'cloud_tpu.sh'
@@ -24,16 +24,6 @@ SPACED = '--config.input_shape=(64, 64, 3)'
 def _bash(script, *args, env=None, cwd=None):
   return subprocess.run(['bash', str(script), *args], capture_output=True,
                         text=True, timeout=60, env=env, cwd=cwd, check=False)
-
-
-def _load_sweep():
-  """launch/sweep.py as a module (it does not load TensorFlow)."""
-  spec = importlib.util.spec_from_file_location(
-      'launch_sweep_for_shell_tests', REPO / 'launch' / 'sweep.py')
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up.
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.fixture
@@ -417,12 +407,11 @@ def test_a_spaced_train_flag_survives_sweep_to_gpu_sh(tmp_path):
   venv = tmp_path / 'venv'
   (venv / 'bin').mkdir(parents=True)
   _stub(venv / 'bin', 'python')
-  sweep = _load_sweep()
-  spec = sweep.make_spec(
+  spec = sweeps.make_spec(
       dataset='demo', epsilons='8', seeds='10', sweep_dir=str(tmp_path / 's'),
       launcher='gpu', launcher_flags=f'--venv={venv} --num_gpus=1',
       extra_flags=shlex.join([SPACED, '--config.epochs=1']))
-  [run] = sweep.plan_sweep(spec)
+  [run] = sweeps.plan_sweep(spec)
   proc = subprocess.run(run.command, capture_output=True, text=True,
                         timeout=60, check=False)
   assert proc.returncode == 0, proc.stderr
@@ -448,10 +437,9 @@ def test_demo_pipeline_passes_train_flags_whole(train, extra, tmp_path):
   sweep_call, attack_call, report_call = [
       call.splitlines() for call in
       (tmp_path / 'python.args').read_text().split('----\n')[:-1]]
-  assert sweep_call[0] == str(REPO / 'launch' / 'sweep.py')
+  assert sweep_call[:2] == ['-m', 'dp_medtf.sweep']
   [extra_flags] = [a for a in sweep_call if a.startswith('--extra_flags=')]
-  sweep = _load_sweep()
-  assert sweep.parse_flag_list(extra_flags.split('=', 1)[1],
+  assert sweeps.parse_flag_list(extra_flags.split('=', 1)[1],
                                'extra_flags') == extra
   assert attack_call[:2] == ['-m', 'dp_medtf.attack']
   assert f'--run_dir={finished}' in attack_call

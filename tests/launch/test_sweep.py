@@ -1,6 +1,5 @@
-"""launch/sweep.py: exact commands, workdir layout, flag errors, sweep.json."""
+"""The sweep: exact commands, workdir layout, flag errors, sweep.json."""
 
-import importlib.util
 import io
 import json
 import os
@@ -12,11 +11,13 @@ import threading
 
 import pytest
 
+from dp_medtf import json_files
+from dp_medtf import recipes
 from dp_medtf import runs as runs_lib
+from dp_medtf import sweeps
 from tests import run_fixtures
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SWEEP_PY = REPO / 'launch' / 'sweep.py'
 # The recipes' sweeps: the paper's budgets (Table 3) and the authors' seeds.
 PAPER_EPSILONS = {'demo': ['1', '8', '1e9', 'inf'],
                   'ham10000': ['1', '8', '20', '1e9', 'inf'],
@@ -25,21 +26,9 @@ PAPER_EPSILONS = {'demo': ['1', '8', '1e9', 'inf'],
 PAPER_SEEDS = [10, 11, 100, 101, 110]
 
 
-def _load_sweep():
-  spec = importlib.util.spec_from_file_location('dp_medtf_launch_sweep',
-                                                SWEEP_PY)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up.
-  spec.loader.exec_module(module)
-  return module
-
-
-sweep = _load_sweep()
-
-
 def _cli(*flags, timeout=120):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.run([sys.executable, str(SWEEP_PY), *flags],
+  return subprocess.run([sys.executable, '-m', 'dp_medtf.sweep', *flags],
                         capture_output=True, text=True, timeout=timeout,
                         env=env, check=False)
 
@@ -48,7 +37,7 @@ def _spec(sweep_dir, **kwargs):
   args = dict(dataset='demo', epsilons='8,inf', seeds='10,11',
               sweep_dir=str(sweep_dir))
   args.update(kwargs)
-  return sweep.make_spec(**args)
+  return sweeps.make_spec(**args)
 
 
 def _read_json(path):
@@ -115,7 +104,7 @@ def test_default_sweep_is_the_recipes_with_the_baseline_at_inf(dataset,
                                                                tmp_path):
   spec = _spec(tmp_path / 'sw', dataset=dataset, epsilons=None, seeds=None,
                data_dir=str(tmp_path), extra_flags='--config.epochs=1')
-  runs = sweep.plan_sweep(spec)
+  runs = sweeps.plan_sweep(spec)
   assert list(spec.epsilons) == PAPER_EPSILONS[dataset]
   assert [(r.epsilon, r.seed) for r in runs] == [
       (e, s) for e in PAPER_EPSILONS[dataset] for s in PAPER_SEEDS]
@@ -125,7 +114,7 @@ def test_default_sweep_is_the_recipes_with_the_baseline_at_inf(dataset,
     assert ('--baseline' not in run.command) == private
     assert run.command[-1] == '--config.epochs=1'
   # The baseline recipe is what train loads for --baseline.
-  assert sweep.recipes.load(dataset, baseline=True).recipe == (
+  assert recipes.load(dataset, baseline=True).recipe == (
       f'{dataset}_baseline')
   # Given on the command line, --epsilons and --seeds replace the recipe's.
   spec = _spec(tmp_path / 'sw', dataset=dataset, epsilons='8', seeds=None,
@@ -138,7 +127,7 @@ def test_a_recipe_file_in_extra_flags_is_not_switched_to_the_baseline(
   spec = _spec(tmp_path / 'sw', dataset='ham10000', epsilons='inf',
                seeds='10', data_dir=str(tmp_path),
                extra_flags='--config=my_recipe.py')
-  [run] = sweep.plan_sweep(spec)
+  [run] = sweeps.plan_sweep(spec)
   assert '--baseline' not in run.command and run.recipe == '--config'
 
 
@@ -148,7 +137,7 @@ def test_local_commands_carry_data_dir_strategy_resume_and_extra_flags(
                seeds='101', data_dir=str(tmp_path), strategy='mirrored',
                resume=True,
                extra_flags="--config.epochs=2 '--config.model.name=resnet9'")
-  [run] = sweep.plan_sweep(spec)
+  [run] = sweeps.plan_sweep(spec)
   workdir = f'{tmp_path}/sw/ham10000/eps1e9_seed101'
   assert run.workdir == workdir
   assert run.command == [
@@ -167,8 +156,8 @@ def test_gpu_and_tpu_launchers_call_the_shell_scripts():
               dataset='msd_liver', data_dir='gs://bucket/msd',
               launcher_flags='--name=dp-tpu --zone=us-central1-a',
               resume=True)
-  [gpu_run] = sweep.plan_sweep(gpu)
-  [tpu_run] = sweep.plan_sweep(tpu)
+  [gpu_run] = sweeps.plan_sweep(gpu)
+  [tpu_run] = sweeps.plan_sweep(tpu)
   assert gpu_run.command == [
       'bash', str(REPO / 'launch' / 'gpu.sh'), 'run', '--dataset=demo',
       '--epsilon=8', '--seed=10', '--workdir=gs://bucket/sw/demo/eps8_seed10',
@@ -200,7 +189,7 @@ def test_shell_launchers_accept_the_commands_the_sweep_builds():
       (tpu, '-m dp_medtf.train --dataset=demo --epsilon=1e9 --seed=11 '
             '--workdir=gs://bucket/sw/demo/eps1e9_seed11 --strategy=tpu '
             '--tpu=local')]:
-    [run] = sweep.plan_sweep(spec)
+    [run] = sweeps.plan_sweep(spec)
     command = list(run.command)
     command.insert(3, '--dry_run')  # After `bash SCRIPT run`.
     proc = subprocess.run(command, capture_output=True, text=True,
@@ -218,7 +207,7 @@ def test_budgets_are_spelled_once_in_commands_and_folders(text, tags,
                                                           tmp_path):
   spec = _spec(tmp_path, epsilons=text, seeds='10')
   assert spec.epsilons == tuple(tags)
-  runs = sweep.plan_sweep(spec)
+  runs = sweeps.plan_sweep(spec)
   assert [_flag_value(r.command, 'epsilon') for r in runs] == tags
   assert [os.path.basename(r.workdir) for r in runs] == [
       f'eps{tag}_seed10' for tag in tags]
@@ -228,7 +217,7 @@ def test_workdir_layout(tmp_path):
   assert (runs_lib.sweep_run_dir('gs://b/sweeps/', 'radimagenet', 32, 100)
           == 'gs://b/sweeps/radimagenet/eps32_seed100')
   spec = _spec(tmp_path, epsilons='1,inf', seeds='10,100')
-  runs = sweep.plan_sweep(spec)
+  runs = sweeps.plan_sweep(spec)
   assert [(r.epsilon, r.seed) for r in runs] == [
       ('1', 10), ('1', 100), ('inf', 10), ('inf', 100)]
   assert [os.path.relpath(r.workdir, tmp_path) for r in runs] == [
@@ -275,10 +264,10 @@ def test_missing_sweep_dir_is_named(tmp_path):
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
   spec = _spec(tmp_path, epsilons='8,inf', seeds='10,11')
-  runs = sweep.plan_sweep(spec)
+  runs = sweeps.plan_sweep(spec)
   calls = []
   out = io.StringIO()
-  record = sweep.execute_sweep(
+  record = sweeps.execute_sweep(
       spec, runs, runner=_fake_runner(fail=[('8', 10)], calls=calls), out=out)
   assert calls == [('8', 10), ('8', 11), ('inf', 10), ('inf', 11)]
   saved = _read_json(tmp_path / 'sweep.json')
@@ -304,8 +293,8 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_a_run_that_raises_or_writes_no_results_counts_as_failed(tmp_path):
   spec = _spec(tmp_path, epsilons='8', seeds='10,11')
-  runs = sweep.plan_sweep(spec)
-  record = sweep.execute_sweep(
+  runs = sweeps.plan_sweep(spec)
+  record = sweeps.execute_sweep(
       spec, runs, runner=_fake_runner(raise_for=[('8', 10)],
                                       write_results=False),
       out=io.StringIO())
@@ -318,20 +307,20 @@ def test_a_run_that_raises_or_writes_no_results_counts_as_failed(tmp_path):
 
 def test_skip_finished_leaves_runs_that_have_results(tmp_path):
   spec = _spec(tmp_path, epsilons='8,inf', seeds='10')
-  runs = sweep.plan_sweep(spec)
+  runs = sweeps.plan_sweep(spec)
   finished = tmp_path / 'demo' / 'epsinf_seed10'
   finished.mkdir(parents=True)
   run_fixtures.write_run(finished, epsilon_target=float('inf'),
                          metrics={'mcc': 0.9})
 
   out = io.StringIO()
-  sweep.print_dry_run(runs, skip_finished=True, out=out)
+  sweeps.print_dry_run(runs, skip_finished=True, out=out)
   lines = out.getvalue().splitlines()
   assert lines[0] == shlex.join(runs[0].command)
   assert lines[1] == '# finished, skipped: ' + shlex.join(runs[1].command)
 
   calls = []
-  record = sweep.execute_sweep(spec, runs, runner=_fake_runner(calls=calls),
+  record = sweeps.execute_sweep(spec, runs, runner=_fake_runner(calls=calls),
                                skip_finished=True, out=io.StringIO())
   assert calls == [('8', 10)]
   skipped = record['runs'][1]
@@ -342,7 +331,7 @@ def test_skip_finished_leaves_runs_that_have_results(tmp_path):
 
 def test_max_parallel_runs_several_at_once(tmp_path):
   spec = _spec(tmp_path, epsilons='8', seeds='10,11')
-  runs = sweep.plan_sweep(spec)
+  runs = sweeps.plan_sweep(spec)
   barrier = threading.Barrier(2, timeout=20)
   inner = _fake_runner()
 
@@ -350,7 +339,7 @@ def test_max_parallel_runs_several_at_once(tmp_path):
     barrier.wait()  # Breaks (and the run fails) unless both run together.
     return inner(command, log_path)
 
-  record = sweep.execute_sweep(spec, runs, runner=runner, max_parallel=2,
+  record = sweeps.execute_sweep(spec, runs, runner=runner, max_parallel=2,
                                out=io.StringIO())
   assert record['counts'] == {'succeeded': 2}
 
@@ -360,15 +349,15 @@ def test_remote_sweep_dir_goes_through_gfile():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   root = 'ram://sweeps/remote_test'
   spec = _spec(root, epsilons='8', seeds='10,11')
-  runs = sweep.plan_sweep(spec)
-  record = sweep.execute_sweep(spec, runs, runner=_fake_runner(
+  runs = sweeps.plan_sweep(spec)
+  record = sweeps.execute_sweep(spec, runs, runner=_fake_runner(
       fail=[('8', 11)]), out=io.StringIO())
   assert _read_json(f'{root}/sweep.json') == record
   assert record['counts'] == {'succeeded': 1, 'failed': 1}
 
   # A second pass skips the finished run, found through gfile.
   calls = []
-  sweep.execute_sweep(spec, sweep.plan_sweep(spec),
+  sweeps.execute_sweep(spec, sweeps.plan_sweep(spec),
                       runner=_fake_runner(calls=calls), skip_finished=True,
                       out=io.StringIO())
   assert calls == [('8', 11)]
@@ -378,7 +367,7 @@ def test_remote_sweep_dir_goes_through_gfile():
 def test_run_subprocess_logs_to_a_remote_path():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   log = 'ram://sweeps/logs_test/demo/eps8_seed10.log'
-  code = sweep.run_subprocess(
+  code = sweeps.run_subprocess(
       [sys.executable, '-c', 'import sys; print("out"); sys.exit(3)'], log)
   assert code == 3
   with tf.io.gfile.GFile(log) as f:
@@ -419,3 +408,74 @@ def test_real_local_sweep_of_the_demo(tmp_path):
               '--extra_flags=--config.epochs=1 --config.model.width=4')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert _read_json(tmp_path / 'sweep.json')['counts'] == {'skipped': 1}
+
+
+def test_skip_finished_runs_again_what_did_not_finish(tmp_path):
+  spec = _spec(tmp_path, epsilons='8,inf', seeds='10,11')
+  runs = sweeps.plan_sweep(spec)
+  interrupted, truncated, empty, finished = [r.workdir for r in runs]
+  run_fixtures.write_run(interrupted, status=runs_lib.INTERRUPTED,
+                         metrics=None)
+  os.makedirs(truncated)
+  with open(runs_lib.RunLayout(truncated).results, 'w') as f:
+    f.write('{"dataset": "de')
+  os.makedirs(empty)
+  run_fixtures.write_run(finished, epsilon_target=float('inf'))
+
+  out = io.StringIO()
+  sweeps.print_dry_run(runs, skip_finished=True, out=out)
+  assert [line.startswith('#') for line in out.getvalue().splitlines()] == [
+      False, False, False, True]
+  calls = []
+  record = sweeps.execute_sweep(spec, runs, runner=_fake_runner(calls=calls),
+                               skip_finished=True, out=io.StringIO())
+  assert calls == [('8', 10), ('8', 11), ('inf', 10)]
+  assert record['counts'] == {'succeeded': 3, 'skipped': 1}
+
+
+def test_an_unreadable_results_json_is_one_sentence_in_the_log(tmp_path,
+                                                               caplog):
+  spec = _spec(tmp_path, epsilons='8', seeds='10')
+  [run] = sweeps.plan_sweep(spec)
+  os.makedirs(run.workdir)
+  with open(runs_lib.RunLayout(run.workdir).results, 'w') as f:
+    f.write('not json')
+  with caplog.at_level('WARNING'):
+    sweeps.print_dry_run([run], skip_finished=True, out=io.StringIO())
+  [message] = [r.getMessage() for r in caplog.records
+               if 'results.json' in r.getMessage()]
+  assert 'unfinished' in message
+  assert '.;' not in message and '..' not in message
+
+
+def test_sweep_json_is_written_through_json_files(tmp_path, monkeypatch):
+  written = []
+  write_json = json_files.write_json
+
+  def spy(path, obj):
+    written.append(path)
+    write_json(path, obj)
+
+  monkeypatch.setattr(json_files, 'write_json', spy)
+  spec = _spec(tmp_path, epsilons='8', seeds='10')
+  sweeps.execute_sweep(spec, sweeps.plan_sweep(spec), runner=_fake_runner(),
+                       out=io.StringIO())
+  record = runs_lib.sweep_record_path(str(tmp_path))
+  # Created, running, done, finished; the run's own results.json besides.
+  assert written.count(record) == 4
+  assert set(written) == {record, f'{tmp_path}/demo/eps8_seed10/results.json'}
+  assert sorted(os.listdir(tmp_path)) == ['demo', 'logs', 'sweep.json']
+
+
+@pytest.mark.parametrize('launcher,script', [('gpu', 'gpu.sh'),
+                                             ('tpu', 'cloud_tpu.sh')])
+def test_a_shell_launcher_missing_beside_the_package_is_named(
+    launcher, script, tmp_path, monkeypatch):
+  assert sweeps.LAUNCH_DIR == str(REPO / 'launch')
+  monkeypatch.setattr(sweeps, 'LAUNCH_DIR', str(tmp_path))
+  with pytest.raises(sweeps.SweepError,
+                     match=f'--launcher={launcher} runs .*/{script}, which '
+                     'is missing'):
+    _spec('gs://bucket/sw', launcher=launcher)
+  # The local launcher needs no script.
+  assert _spec(tmp_path / 'sw').launcher == 'local'
