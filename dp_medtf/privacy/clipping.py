@@ -5,12 +5,17 @@ tf.vectorized_map (one backward pass, batched by pfor instead of TF Privacy's
 jacobian over the batch's losses), clips each to L2 norm at most C over all
 trainable variables together, and sums.
 
+The ghost engines (dp_medtf.privacy.ghost) find the norms another way and
+weight the examples the same way (clip_weights).
+
 Example:
 
-  >>> grads = [tf.constant([3.0, 4.0])]
-  >>> clipped, norm = clip_by_global_norm(grads, 1.0)
-  >>> float(norm), clipped[0].numpy().tolist()
-  (5.0, [0.6000000238418579, 0.800000011920929])
+  >>> per_example = tf.constant([[3.0, 4.0], [0.3, 0.4]])
+  >>> norms = tf.sqrt(per_example_squared_norms(per_example))
+  >>> norms.numpy().tolist()
+  [5.0, 0.5]
+  >>> clip_weights(norms, 1.0, tf.ones([2])).numpy().tolist()
+  [0.20000000298023224, 1.0]
 """
 
 from __future__ import annotations
@@ -34,19 +39,25 @@ def clip_factor(norms: tf.Tensor, clip_norm: float) -> tf.Tensor:
   return tf.minimum(1.0, clip_norm / tf.maximum(norms, 1e-12))
 
 
-def clip_by_global_norm(grads: Sequence[tf.Tensor], clip_norm: float):
-  """Scales one example's gradient to L2 norm at most `clip_norm`.
+def per_example_squared_norms(per_example: tf.Tensor) -> tf.Tensor:
+  """[B] squared L2 norms of the B per-example gradients [B, ...]."""
+  flat = tf.reshape(per_example, [tf.shape(per_example)[0], -1])
+  return tf.reduce_sum(tf.square(flat), axis=1)
+
+
+def clip_weights(norms: tf.Tensor, clip_norm: float,
+                 mask: tf.Tensor) -> tf.Tensor:
+  """Each example's weight in the clipped sum.
 
   Args:
-    grads: the gradient, one tensor per variable.
+    norms: [B] per-example gradient norms.
     clip_norm: the bound C.
+    mask: [B], 1 for real examples and 0 for padding.
 
   Returns:
-    (clipped gradient list, norm before clipping).
+    [B] min(1, C / norm_i), zero for padding.
   """
-  norm = global_norm(grads)
-  factor = clip_factor(norm, clip_norm)
-  return [g * factor for g in grads], norm
+  return clip_factor(norms, clip_norm) * tf.cast(mask, norms.dtype)
 
 
 def vectorized_clipped_sum(model: tf.keras.Model, loss_fn: ExampleLoss,
@@ -81,9 +92,8 @@ def vectorized_clipped_sum(model: tf.keras.Model, loss_fn: ExampleLoss,
   batch = tf.shape(x)[:1]
   per_example = [tf.zeros(tf.concat([batch, tf.shape(v)], 0), v.dtype)
                  if g is None else g for v, g in zip(variables, per_example)]
-  sq = tf.add_n([tf.reduce_sum(tf.reshape(tf.square(g), [tf.shape(g)[0], -1]),
-                               axis=1) for g in per_example])
-  norms = tf.sqrt(sq)
-  weights = clip_factor(norms, clip_norm) * tf.cast(mask, norms.dtype)
+  norms = tf.sqrt(tf.add_n([per_example_squared_norms(g)
+                            for g in per_example]))
+  weights = clip_weights(norms, clip_norm, mask)
   summed = [tf.tensordot(weights, g, axes=1) for g in per_example]
   return summed, norms, losses

@@ -166,8 +166,7 @@ def ghost_clipped_sum(model: tf.keras.Model, loss_fn: clipping.ExampleLoss,
                      f'{missing}.')
   norms = tf.sqrt(tf.add_n([by_variable[v.ref()].squared_norms
                             for v in variables]))
-  weights = tf.stop_gradient(clipping.clip_factor(norms, clip_norm) *
-                             tf.cast(mask, norms.dtype))
+  weights = tf.stop_gradient(clipping.clip_weights(norms, clip_norm, mask))
   if reweighting == 'second_pass':
     summed = tape.gradient(losses, variables, output_gradients=weights,
                            unconnected_gradients=tf.UnconnectedGradients.ZERO)

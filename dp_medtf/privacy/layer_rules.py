@@ -67,6 +67,7 @@ from absl import logging
 import tensorflow as tf
 
 from dp_medtf.models import layers as dp_layers
+from dp_medtf.privacy import clipping
 
 # The rules' `mode`: how a kernel's per-example norms are found (use_ghost).
 MODES = ('mixed', 'ghost', 'explicit')
@@ -95,9 +96,8 @@ Rule = Callable[..., tuple[tf.Tensor, Any, GradientsFn]]
 def explicit(variable: tf.Variable,
              per_example: tf.Tensor) -> VariableGradients:
   """VariableGradients from materialised per-example gradients [B, ...]."""
-  flat = tf.reshape(per_example, [tf.shape(per_example)[0], -1])
   return VariableGradients(
-      variable, tf.reduce_sum(tf.square(flat), axis=1),
+      variable, clipping.per_example_squared_norms(per_example),
       lambda w: tf.tensordot(w, per_example, axes=1), 'explicit')
 
 

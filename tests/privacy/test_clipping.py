@@ -69,8 +69,8 @@ def test_every_contribution_is_at_most_c(clip_norm):
                                          rel=1e-4)
 
 
-def test_clip_by_global_norm():
-  clipped, norm = clipping.clip_by_global_norm(
-      [tf.constant([3.0]), tf.constant([[4.0]])], 2.5)
-  assert float(norm) == pytest.approx(5.0)
-  assert [float(tf.reshape(c, [])) for c in clipped] == pytest.approx([1.5, 2])
+def test_clip_weights():
+  """min(1, C / norm); a zero gradient keeps weight 1; padding weighs 0."""
+  weights = clipping.clip_weights(tf.constant([5.0, 0.5, 0.0, 5.0]), 2.5,
+                                  tf.constant([1.0, 1.0, 1.0, 0.0]))
+  assert weights.numpy().tolist() == pytest.approx([0.5, 1.0, 1.0, 0.0])
