@@ -42,14 +42,12 @@ Commands:
       --workdir=sweeps/demo/demo/attack
 
 The flags are checked, and --workdir must be (or be creatable as) a writable
-folder, before any image is loaded.
+folder, before any image is loaded. The work is done by
+dp_medtf.attacks.experiment.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import sys
 
 from absl import app
@@ -58,17 +56,10 @@ import tensorflow as tf
 
 from dp_medtf import cli
 from dp_medtf import data
-from dp_medtf import epsilons as epsilons_lib
-from dp_medtf import json_files
-from dp_medtf import models
-from dp_medtf import runs as runs_lib
 from dp_medtf import recipe_flags
-from dp_medtf.attacks import imprint
-from dp_medtf.attacks import plots
-from dp_medtf.attacks import runner
+from dp_medtf.attacks import experiment
 
 FLAGS = flags.FLAGS
-DEFAULT_EPSILONS = '1e9,1e12,1e15,1e18,inf'
 flags.adopt_module_key_flags(recipe_flags)
 
 _WORKDIR = flags.DEFINE_string(
@@ -102,113 +93,6 @@ flags.register_validator('batch_size', lambda n: n >= 1,
                          'must be at least 1.')
 
 
-def read_run(run_dir: str) -> runs_lib.RunResults:
-  """The results.json of a train workdir, checked (dp_medtf.runs).
-
-  Args:
-    run_dir: the workdir.
-
-  Returns:
-    The run's RunResults.
-
-  Raises:
-    app.UsageError: naming --run_dir, when results.json is missing,
-      unreadable, or lacks or mistypes a field (named).
-  """
-  try:
-    results = runs_lib.read_results(run_dir, missing_ok=True)
-  except json_files.JsonFileError as e:
-    raise app.UsageError(f'--run_dir={run_dir}: {e}') from None
-  if results is None:
-    raise app.UsageError(f'--run_dir={run_dir} has no '
-                         f'{runs_lib.RESULTS_FILE}; is it a workdir of '
-                         'python -m dp_medtf.train?')
-  return results
-
-
-def budgets_from_runs(run_dirs, config, num_train_examples: int):
-  """One budget per finished run, checked against the flags and the data.
-
-  Raises:
-    app.UsageError: for a run of another dataset or N, a repeated budget, or
-      --epsilon, --delta or --clip_norm disagreeing with the runs.
-  """
-  budgets = []
-  for run_dir in run_dirs:
-    results = read_run(run_dir)
-    try:
-      budget = runner.budget_from_run(results, run_dir)
-    except ValueError as e:
-      raise app.UsageError(f'--run_dir: {e}') from None
-    if results.dataset != config.dataset:
-      raise app.UsageError(
-          f'--run_dir={run_dir} trained on {results.dataset}, not '
-          f'--dataset={config.dataset}.')
-    if results.num_train_examples != num_train_examples:
-      raise app.UsageError(
-          f'--run_dir={run_dir} trained on {results.num_train_examples} '
-          f'examples, but the training split here has {num_train_examples}; '
-          "pass the run's --data_dir and --config overrides.")
-    twin = next((b for b in budgets if b.key == budget.key), None)
-    if twin:
-      raise app.UsageError(f'--run_dir: {twin.run_dir} and {run_dir} both '
-                           f'trained at epsilon={budget.key}; give one run '
-                           'per budget.')
-    budgets.append(budget)
-  keys = [b.key for b in budgets]
-  if FLAGS.epsilon is not None:
-    try:
-      wanted = [epsilons_lib.epsilon_text(e)
-                for e in epsilons_lib.parse_epsilons(FLAGS.epsilon)]
-    except ValueError as e:
-      raise app.UsageError(str(e)) from None
-    if sorted(wanted) != sorted(keys):
-      raise app.UsageError(
-          f'--epsilon={FLAGS.epsilon} conflicts with --run_dir, whose runs '
-          f'trained at epsilon={",".join(keys)}; leave --epsilon out.')
-  if _CLIP_NORM.value is not None:
-    raise app.UsageError('--clip_norm conflicts with --run_dir: the runs\' '
-                         'clip norms are used.')
-  if FLAGS.delta is not None:
-    odd = [b for b in budgets if b.delta != FLAGS.delta]
-    if odd:
-      raise app.UsageError(f'--delta={FLAGS.delta} conflicts with '
-                           f'--run_dir={odd[0].run_dir}, which used delta='
-                           f'{odd[0].delta:g}; leave --delta out.')
-  return budgets
-
-
-def write_outputs(result, workdir: str) -> dict:
-  """Writes the CSV, summary.json and both figures; returns the summary."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'errors.csv'), 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['image_id', 'budget', 'error', 'best_candidate'])
-    for r in result.records:
-      writer.writerow([r.image_id, r.budget, f'{r.error:.6f}', r.candidate])
-  summary = result.summary()
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  plots.plot_error_cdf({b.key: result.errors(b.key) for b in result.budgets},
-                       os.path.join(workdir, 'error_cdf.png'))
-  plots.plot_best_reconstructions(
-      result.best, os.path.join(workdir, 'best_reconstructions.png'))
-  return summary
-
-
-def _examples(split, num: int, where: str):
-  """(index, image, label) of the first `num` examples, via load_example."""
-  ds = tf.data.Dataset.range(num).map(split.load_example)
-  for index, (x, y) in enumerate(ds.as_numpy_iterator()):
-    low, high = float(x.min()), float(x.max())
-    if low < -1e-6 or high > 1 + 1e-6:
-      raise cli.Fault(
-          f'{where}: example {index} has values in [{low:.3g}, {high:.3g}]; '
-          'the attack scores images in [0, 1] (set the recipe\'s '
-          'attack.data to read them so).')
-    yield index, x, y
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -222,72 +106,27 @@ def main(argv):
   if config.dataset != 'demo' and not data_dir:
     raise app.UsageError(
         f'--data_dir is required for --dataset={config.dataset}.')
-  run_dirs = _RUN_DIR.value or []
-  epsilons = None
-  if not run_dirs:
-    text = FLAGS.epsilon if FLAGS.epsilon is not None else DEFAULT_EPSILONS
-    try:
-      epsilons = epsilons_lib.parse_epsilons(text)
-    except ValueError as e:
-      raise app.UsageError(str(e)) from None
-  settings = config.get('attack', None)
-  skip_near_empty = bool(settings and settings.skip_near_empty)
-  if settings and settings.get('data', None):
-    with config.unlocked():
-      config.data.update(settings.data.to_dict())
   tf.get_logger().setLevel('ERROR')
-
   try:
-    train_split = data.load_split(config, 'train', data_dir)
-    split = (train_split if _SPLIT.value == 'train' else
-             data.load_split(config, _SPLIT.value, data_dir))
-  except (data.DatasetNotAvailableError, FileNotFoundError, ValueError) as e:
-    message = str(e)
-    if '--dataset' not in message:
-      message = f'--dataset={config.dataset}: {message}'
-    raise app.UsageError(message) from None
-  num_train = len(train_split)
-  batch_size = _BATCH_SIZE.value
-  if batch_size > num_train:
-    raise app.UsageError(f'--batch_size={batch_size} is larger than the '
-                         f'training split ({num_train} examples).')
-  num_images = len(split) if _NUM_IMAGES.value is None else _NUM_IMAGES.value
-  if num_images > len(split):
-    raise app.UsageError(f'--num_images={num_images} is larger than the '
-                         f'{_SPLIT.value} split ({len(split)} examples).')
-  if run_dirs:
-    budgets = budgets_from_runs(run_dirs, config, num_train)
-  else:
-    try:
-      budgets = runner.budgets_from_config(
-          config, epsilons, num_train, batch_size=batch_size,
-          clip_norm=_CLIP_NORM.value)
-    except ValueError as e:
-      raise app.UsageError(f'--epsilon={FLAGS.epsilon}: {e}') from None
+    plan = experiment.prepare(
+        config, data_dir, epsilon=FLAGS.epsilon, delta=FLAGS.delta,
+        run_dirs=_RUN_DIR.value or [], split=_SPLIT.value,
+        num_images=_NUM_IMAGES.value, batch_size=_BATCH_SIZE.value,
+        clip_norm=_CLIP_NORM.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  for budget in plan.budgets:
+    print(experiment.budget_line(budget, plan))
 
-  for b in budgets:
-    source = f' (from {b.run_dir})' if b.run_dir else ''
-    print(f'epsilon={b.key}: noise multiplier {b.noise_multiplier:.4g}, '
-          f'clip norm {b.clip_norm}, q={b.sampling_rate:.4g}, T={b.steps}, '
-          f'N={num_train}, batch size {batch_size}{source}')
-
-  tf.keras.utils.set_random_seed(int(config.seed))
-  shape = tuple(split.load_example(tf.constant(0, tf.int64))[0].shape)
-  model = models.build(config.model, shape, config.num_classes)
-  attacked = imprint.imprint_model(model, num_bins=_NUM_BINS.value)
-  bar = tf.keras.utils.Progbar(num_images, unit_name='image')
-  result = runner.attack(
-      attacked,
-      _examples(split, num_images,
-                f'--dataset={config.dataset} ({_SPLIT.value} split)'),
-      budgets, batch_size=batch_size, seed=int(config.seed),
-      skip_near_empty=skip_near_empty,
-      progress=bar.update)
-  summary = write_outputs(result, workdir)
+  bar = tf.keras.utils.Progbar(plan.num_images, unit_name='image')
+  try:
+    result = experiment.run(plan, num_bins=_NUM_BINS.value,
+                            progress=bar.update)
+  except experiment.ImageRangeError as e:
+    raise cli.Fault(str(e)) from None
+  summary = experiment.write_outputs(result, workdir)
   for key, entry in summary.items():
-    print(f'epsilon={key}: share below 0.1 = {entry["share_below_0.1"]}, '
-          f'median error = {entry["median_error"]}, '
-          f'{entry["num_images"]} images, {entry["num_skipped"]} skipped')
+    print(experiment.summary_line(key, entry))
   return 0
 
 
