@@ -131,18 +131,6 @@ def test_bench_unknown_model_starts_no_process(tmp_path):
   assert proc.stdout == ''  # No (all-null) report: no variant ran.
 
 
-def test_bench_exits_nonzero_when_every_variant_fails():
-  from dp_medtf import bench  # pylint: disable=import-outside-toplevel
-  report = {'results': [
-      {'name': 'non_private', 's_per_step': None,
-       'skipped': 'failed: non_private exited with code 1: Traceback\n'
-                  '  ...\nValueError: bad width'},
-      {'name': 'ghost_bk', 's_per_step': None, 'skipped': 'failed: x'}]}
-  assert bench.all_failed(report) == 'non_private: ValueError: bad width'
-  report['results'][1].update(s_per_step=0.1, skipped=None)
-  assert bench.all_failed(report) is None
-
-
 def test_failed_sweep_run_prints_its_error_line(tmp_path):
   proc = _run(SWEEP + [f'--sweep_dir={tmp_path / "sweep"}',
                        '--extra_flags=--config.no_such_field=1'],
