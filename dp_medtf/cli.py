@@ -43,7 +43,7 @@ class Fault(Exception):
   """A run that cannot go on; its message is the line shown to the user."""
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
   """Whether `path` names another file system (gs://, ...)."""
   return '://' in path
 
@@ -104,7 +104,7 @@ def check_output_dir(flag: str, path: str | None) -> None:
   Raises:
     app.UsageError: naming the flag, when the folder cannot be used.
   """
-  if not path or _is_remote(path):
+  if not path or is_remote(path):
     return
   problem = _folder_problem(path)
   if problem:
@@ -121,7 +121,7 @@ def check_output_file(flag: str, path: str | None) -> None:
   Raises:
     app.UsageError: naming the flag, when the file cannot be written.
   """
-  if not path or _is_remote(path):
+  if not path or is_remote(path):
     return
   if os.path.isdir(path):
     raise app.UsageError(f'--{flag}={path} is a folder, not a file.')

@@ -119,11 +119,6 @@ class Run:
     self.metrics = results.metrics
 
 
-def _is_remote(path: str) -> bool:
-  """Whether a path names a file system other than the local one (gs://)."""
-  return '://' in path
-
-
 def _flag_names(flag_list: Sequence[str]) -> list[str]:
   """The names of the flags in a list ('--config.epochs=1' -> config.epochs)."""
   return [f.lstrip('-').split('=', 1)[0] for f in flag_list
@@ -304,7 +299,7 @@ def run_subprocess(command: Sequence[str], log_path: str) -> int:
     The command's exit code (127 when it cannot be started).
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  remote = _is_remote(log_path)
+  remote = cli.is_remote(log_path)
   if remote:
     fd, local_log = tempfile.mkstemp(suffix='.log')
     os.close(fd)
@@ -518,7 +513,7 @@ def make_spec(*, dataset: str, sweep_dir: str, epsilons: str | None = None,
     raise SweepError('--sweep_dir is required.')
   if dataset != 'demo' and not data_dir:
     raise SweepError(f'--data_dir is required for --dataset={dataset}.')
-  if (data_dir and launcher == 'local' and not _is_remote(data_dir) and
+  if (data_dir and launcher == 'local' and not cli.is_remote(data_dir) and
       not os.path.isdir(data_dir)):
     raise SweepError(f'--data_dir={data_dir} is not a folder.')
   if strategy and launcher != 'local':
@@ -533,7 +528,7 @@ def make_spec(*, dataset: str, sweep_dir: str, epsilons: str | None = None,
       raise SweepError(f'--extra_flags may not set --{name}; the sweep sets '
                        'it for each run (use --epsilons, --seeds, --sweep_dir '
                        'or --data_dir).')
-  if launcher == 'tpu' and not _is_remote(sweep_dir):
+  if launcher == 'tpu' and not cli.is_remote(sweep_dir):
     logging.warning('--sweep_dir=%s is not gs://: the TPU VM writes the runs '
                     'on its own disk and --skip_finished cannot see them.',
                     sweep_dir)

@@ -102,7 +102,7 @@ def run_examples(name: str) -> tuple[int, list[str]]:
   """
   module = importlib.import_module(name)
   finder = doctest.DocTestFinder(exclude_empty=True)
-  runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS)
+  runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS, verbose=False)
   failures = []
   for test in finder.find(module, name):
     test.globs = _globals(module)

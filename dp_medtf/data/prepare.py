@@ -124,7 +124,7 @@ def _shard_ok(path: str, count: int) -> bool:
   from dp_medtf.data import records  # pylint: disable=g-import-not-at-top
   if not tf.io.gfile.exists(path):
     return False
-  if records._is_remote(path):  # pylint: disable=protected-access
+  if cli.is_remote(path):
     return True  # GCS objects appear only once completely written.
   try:
     reader = records.array_record_module.ArrayRecordReader(
@@ -140,7 +140,7 @@ def _write_shard(split, start: int, stop: int, path: str) -> None:
   """Writes examples [start, stop) of `split` into one shard at `path`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from dp_medtf.data import records  # pylint: disable=g-import-not-at-top
-  remote = records._is_remote(path)  # pylint: disable=protected-access
+  remote = cli.is_remote(path)
   scratch = tempfile.mkdtemp(prefix='dp_medtf_prepare_') if remote else None
   temporary = (os.path.join(scratch, os.path.basename(path)) if remote
                else path + '.incomplete')

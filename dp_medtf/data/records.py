@@ -249,10 +249,6 @@ def check_recipe(meta: dict[str, Any], config: ml_collections.ConfigDict,
         f'but this run has {wanted}; prepare it again with this recipe.')
 
 
-def _is_remote(path: str) -> bool:
-  return '://' in path
-
-
 def _local_copy(folder: str, meta: dict[str, Any], names: list[str]) -> str:
   """A local folder holding `names` of a remote prepared folder."""
   root = os.environ.get('DP_MEDTF_CACHE',
@@ -452,7 +448,7 @@ def load_split(config: ml_collections.ConfigDict, split: str,
     raise PreparedDataError(f'--data_dir={data_dir}: no {split} split.')
   _check_shards(data_dir, meta, split)
   local = data_dir
-  if _is_remote(data_dir):
+  if cli.is_remote(data_dir):
     local = _local_copy(data_dir, meta, [
         s['name'] for s in meta['splits'][split]['shards']])
   affine = None

@@ -10,7 +10,7 @@ of each output channel's filter; for a transposed convolution (kernel
 channel's slice, as in the authors' transposed convolutions. The kernel
 variable keeps its raw value; gradients reach it through the centring (a
 projection), and DP clipping sees that projected gradient
-(dp_medtf.privacy.layer_registry).
+(dp_medtf.privacy.layer_rules).
 
 Example:
 

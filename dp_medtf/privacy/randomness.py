@@ -77,8 +77,3 @@ class MechanismRandomness(tf.Module):
   def sampling_key(self) -> np.ndarray:
     """The sampler's key as non-negative integers (for numpy's SeedSequence)."""
     return self._sampling_key.numpy().view(np.uint64)
-
-
-def make(insecure_seeded: bool, seed: int) -> MechanismRandomness:
-  """The run's randomness: secret unless `insecure_seeded` (then from seed)."""
-  return MechanismRandomness(seed if insecure_seeded else None)
