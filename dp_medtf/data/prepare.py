@@ -47,6 +47,7 @@ import ml_collections
 import numpy as np
 
 from dp_medtf import cli
+from dp_medtf import json_files
 from dp_medtf import recipe_flags
 
 flags.adopt_module_key_flags(recipe_flags)
@@ -98,14 +99,6 @@ def _modalities(config, data_dir: str, splits: dict
             {s: index.splits[s].modalities.astype(np.int32) for s in splits})
   return ([], [SINGLE_MODALITY.get(config.dataset, config.dataset)],
           {s: np.zeros(len(split), np.int32) for s, split in splits.items()})
-
-
-def _write_json(path: str, value: Any) -> None:
-  """Writes JSON under a temporary name, then renames it into place."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with tf.io.gfile.GFile(path + '.incomplete', 'w') as f:
-    f.write(json.dumps(value, indent=1, sort_keys=True))
-  tf.io.gfile.rename(path + '.incomplete', path, overwrite=True)
 
 
 def _write_npy(path: str, array: np.ndarray) -> None:
@@ -168,7 +161,7 @@ def _clear(output_dir: str) -> None:
   from dp_medtf.data import records  # pylint: disable=g-import-not-at-top
   for name in tf.io.gfile.listdir(output_dir):
     if (name.endswith((records.SHARD_SUFFIX, '.npy', '.incomplete')) or
-        name == records.PROGRESS):
+        name in (records.PROGRESS, records.PROGRESS + '.tmp')):
       tf.io.gfile.remove(os.path.join(output_dir, name))
 
 
@@ -230,12 +223,11 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str,
   tf.io.gfile.makedirs(output_dir)
   progress = os.path.join(output_dir, records.PROGRESS)
   if tf.io.gfile.exists(progress):
-    with tf.io.gfile.GFile(progress) as f:
-      try:
-        previous = json.load(f)
-      except json.JSONDecodeError:
-        previous = None
-    if previous != json.loads(json.dumps(plan)):
+    try:
+      previous = json_files.read_json(progress)
+    except json_files.JsonFileError:
+      previous = None
+    if previous != json.loads(json.dumps(json_files.to_strict(plan))):
       log(f'{output_dir}: an interrupted prepare of another recipe; starting '
           'over.')
       _clear(output_dir)
@@ -246,7 +238,7 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str,
         f'--output_dir={output_dir} is not empty and holds no prepared '
         'dataset; choose an empty or new folder.')
   if not tf.io.gfile.exists(progress):
-    _write_json(progress, plan)
+    json_files.write_json(progress, plan)
 
   meta = dict(plan, created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
               class_names=class_names, modalities=modality_names,
@@ -282,7 +274,7 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str,
                  np.asarray(split.labels, np.int32))
     meta['splits'][name] = {'num_examples': len(split), 'x_shape': x_shape,
                             'y_shape': y_shape, 'shards': shards}
-  _write_json(os.path.join(output_dir, records.METADATA), meta)
+  json_files.write_json(os.path.join(output_dir, records.METADATA), meta)
   tf.io.gfile.remove(progress)
   return meta
 

@@ -67,6 +67,7 @@ import numpy as np
 import tensorflow as tf
 
 from dp_medtf import cli
+from dp_medtf import json_files
 from dp_medtf.data import files
 
 METADATA = 'prepared.json'
@@ -216,9 +217,8 @@ def read_metadata(folder: str) -> dict[str, Any]:
         ' the prepare was interrupted); run python -m dp_medtf.data.prepare '
         'again with --output_dir set to it.')
   try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
-      meta = json.loads(f.read().decode('utf-8'))
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    meta = json_files.read_json(path)
+  except json_files.JsonFileError as e:
     raise PreparedDataError(
         f'--data_dir={folder}: {METADATA} is corrupt ({e}); prepare the '
         'dataset again.') from None
