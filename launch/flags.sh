@@ -77,6 +77,7 @@ check_train_flags() {
   [[ "${seed}" =~ ^[0-9]+$ ]] \
     || die "--seed must be a non-negative integer, got '${seed}'."
   [[ "${epsilon}" =~ ^(inf|[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?)$ ]] \
+    && awk -v e="${epsilon}" 'BEGIN { exit !(e == "inf" || e + 0 > 0) }' \
     || die "--epsilon must be a positive number or inf, got '${epsilon}'."
   if [[ "${dataset}" != demo && -z "${data_dir}" ]]; then
     die "--data_dir is required for --dataset=${dataset}."

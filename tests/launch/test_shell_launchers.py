@@ -188,6 +188,7 @@ def test_cloud_tpu_runs_gcloud_with_the_printed_arguments(tmp_path):
     (['run', *TPU_VM, '--dataset=msd_liver'], '--data_dir'),
     (['run', *TPU_VM, '--dataset=imagenet'], '--dataset'),
     (['run', *TPU_VM, '--epsilon=-1'], '--epsilon'),
+    (['run', *TPU_VM, '--epsilon=0'], '--epsilon'),
     (['run', *TPU_VM, '--seed=ten'], '--seed'),
     (['run', *TPU_VM, '--zone'], '--zone needs a value'),
     (['run', *TPU_VM, '--zone', '--seed=1'], '--zone needs a value'),
@@ -270,6 +271,8 @@ def test_gpu_run_executes_the_printed_command(tmp_path):
     (['--dataset=radimagenet'], '--data_dir'),
     (['--dataset=imagenet'], '--dataset'),
     (['--epsilon=abc'], '--epsilon'),
+    (['--epsilon=0'], '--epsilon'),
+    (['--epsilon=0.0e5'], '--epsilon'),
     (['--gpus=2'], '--gpus'),
     (['train'], "'train'"),
 ])
