@@ -7,22 +7,20 @@ Usage:
   python -m dp_medtf.train --dataset=radimagenet \\
       --data_dir=/data/radimagenet_prepared --epsilon=32
 
-Every split is read with the dataset's own reader (the same index, splits,
-labels and checks as training on the original files) and each example is
-stored exactly as its `load_example` returns it, before normalisation (see
-dp_medtf.data.records for the folder's layout). Training, the attack and
-the throughput tool take the prepared folder as --data_dir: they recognise it
-by its metadata file and give identical tensors. The recipe's fields that
-shape the examples (image size, split seed and fractions, ...) are recorded,
-and a run whose recipe differs is refused; per-modality standardisation and
-caching are applied when reading, so they may change.
+Every split is read with the dataset's own reader and each example is stored
+exactly as its `load_example` returns it, before normalisation
+(dp_medtf.data.record_writer writes the folder; dp_medtf.data.records holds
+its layout). Training, the attack and the throughput tool take the prepared
+folder as --data_dir: they recognise it by its metadata file and give
+identical tensors. The recipe's fields that shape the examples (image size,
+split seed and fractions, ...) are recorded, and a run whose recipe differs
+is refused; per-modality standardisation and caching are applied when
+reading, so they may change.
 
-The shards are written one at a time, each under a temporary name and moved
-into place when complete, and the metadata file last: a folder without it is
-never mistaken for a finished one. Running the same command again after an
-interruption keeps the finished shards and writes the rest; with another
-recipe or dataset it starts over. The output may be a gs:// folder (shards
-are written locally first, then copied).
+Running the same command again after an interruption keeps the finished
+shards and writes the rest; with another recipe or dataset it starts over.
+The output may be a gs:// folder (shards are written locally first, then
+copied).
 
 Flags are those of dp_medtf.train (--dataset, --config.<field>, --data_dir)
 plus --output_dir and --examples_per_shard.
@@ -30,25 +28,15 @@ plus --output_dir and --examples_per_shard.
 
 from __future__ import annotations
 
-import copy
-import json
-import math
-import os
-import shutil
 import sys
-import tempfile
 import time
-from typing import Any, Callable
 
 from absl import app
 from absl import flags
-from absl import logging
-import ml_collections
-import numpy as np
 
 from dp_medtf import cli
-from dp_medtf import json_files
 from dp_medtf import recipe_flags
+from dp_medtf.data import record_writer
 
 flags.adopt_module_key_flags(recipe_flags)
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -56,227 +44,6 @@ _OUTPUT_DIR = flags.DEFINE_string(
 _EXAMPLES_PER_SHARD = flags.DEFINE_integer(
     'examples_per_shard', 0, 'Examples per shard; 0: about 1 GiB of float32 '
     'examples per shard.')
-
-SPLITS = ('train', 'validation', 'test')
-# Modality of every example, for the datasets whose reader has no index of
-# modalities (RadImageNet's has one).
-SINGLE_MODALITY = {'demo': 'synthetic', 'ham10000': 'dermatoscopy',
-                   'msd_liver': 'CT'}
-_SHARD_BYTES = 1 << 30
-_BATCH = 64
-
-
-def source_config(config: ml_collections.ConfigDict
-                  ) -> ml_collections.ConfigDict:
-  """The recipe the raw splits are read with: no cache, no modality affine."""
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    config.data.cache_bytes = 0
-    if 'normalize_by_modality' in config.data:
-      config.data.normalize_by_modality = False
-  return config
-
-
-def _depends_on_seed(config, data_dir: str, split) -> bool:
-  """Whether the training examples change with config.seed (random crops)."""
-  from dp_medtf import data  # pylint: disable=g-import-not-at-top
-  other = copy.deepcopy(config)
-  with other.unlocked():
-    other.seed = int(config.seed) + 1
-  again = data.load_split(other, 'train', data_dir)
-  a = split.load_example(0)[0].numpy()
-  b = again.load_example(0)[0].numpy()
-  return not np.array_equal(a, b)
-
-
-def _modalities(config, data_dir: str, splits: dict
-                ) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
-  """(class names, modality names, per split the modality of each example)."""
-  if config.dataset == 'radimagenet':
-    from dp_medtf.data import radimagenet  # pylint: disable=g-import-not-at-top
-    index = radimagenet.read_index(config, data_dir)
-    return (list(index.class_names), list(index.modalities),
-            {s: index.splits[s].modalities.astype(np.int32) for s in splits})
-  return ([], [SINGLE_MODALITY.get(config.dataset, config.dataset)],
-          {s: np.zeros(len(split), np.int32) for s, split in splits.items()})
-
-
-def _write_npy(path: str, array: np.ndarray) -> None:
-  import io  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  buffer = io.BytesIO()
-  np.save(buffer, array, allow_pickle=False)
-  with tf.io.gfile.GFile(path + '.incomplete', 'wb') as f:
-    f.write(buffer.getvalue())
-  tf.io.gfile.rename(path + '.incomplete', path, overwrite=True)
-
-
-def _shard_ok(path: str, count: int) -> bool:
-  """Whether a finished shard opens and holds `count` records."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from dp_medtf.data import records  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.exists(path):
-    return False
-  if cli.is_remote(path):
-    return True  # GCS objects appear only once completely written.
-  try:
-    reader = records.array_record_module.ArrayRecordReader(
-        path, records.READER_OPTIONS)
-    ok = reader.num_records() == count
-    reader.close()
-    return ok
-  except RuntimeError:
-    return False
-
-
-def _write_shard(split, start: int, stop: int, path: str) -> None:
-  """Writes examples [start, stop) of `split` into one shard at `path`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from dp_medtf.data import records  # pylint: disable=g-import-not-at-top
-  remote = cli.is_remote(path)
-  scratch = tempfile.mkdtemp(prefix='dp_medtf_prepare_') if remote else None
-  temporary = (os.path.join(scratch, os.path.basename(path)) if remote
-               else path + '.incomplete')
-  ds = tf.data.Dataset.range(start, stop).map(
-      split.load_example, num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True).batch(_BATCH).prefetch(2)
-  writer = records.array_record_module.ArrayRecordWriter(
-      temporary, records.WRITER_OPTIONS)
-  try:
-    for xs, ys in ds.as_numpy_iterator():
-      for x, y in zip(xs, ys):
-        writer.write(records.encode(x, y))
-  finally:
-    writer.close()
-  if remote:
-    tf.io.gfile.copy(temporary, path, overwrite=True)
-    shutil.rmtree(scratch, ignore_errors=True)
-  else:
-    tf.io.gfile.rename(temporary, path, overwrite=True)
-
-
-def _clear(output_dir: str) -> None:
-  """Removes what an earlier prepare left in `output_dir`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from dp_medtf.data import records  # pylint: disable=g-import-not-at-top
-  for name in tf.io.gfile.listdir(output_dir):
-    if (name.endswith((records.SHARD_SUFFIX, '.npy', '.incomplete')) or
-        name in (records.PROGRESS, records.PROGRESS + '.tmp')):
-      tf.io.gfile.remove(os.path.join(output_dir, name))
-
-
-def prepare(config: ml_collections.ConfigDict, data_dir: str,
-            output_dir: str, examples_per_shard: int = 0,
-            log: Callable[[str], None] = logging.info) -> dict[str, Any]:
-  """Writes the prepared folder of a dataset (see the module docstring).
-
-  Args:
-    config: the recipe.
-    data_dir: the dataset in its original layout.
-    output_dir: the prepared folder (created if missing).
-    examples_per_shard: records per shard; 0 picks about 1 GiB of float32.
-    log: where progress lines go.
-
-  Returns:
-    The metadata written to output_dir/prepared.json.
-
-  Raises:
-    files.DataError: as the dataset's reader, or naming --output_dir when it
-      holds something else (another recipe's prepared dataset, other files).
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from dp_medtf import data  # pylint: disable=g-import-not-at-top
-  from dp_medtf.data import records  # pylint: disable=g-import-not-at-top
-  if records.is_prepared(data_dir):
-    raise records.PreparedDataError(
-        f'--data_dir={data_dir} is already a prepared folder; give the '
-        'dataset in its original layout.')
-  if tf.io.gfile.exists(os.path.join(output_dir, records.METADATA)):
-    meta = records.read_metadata(output_dir)
-    try:
-      records.check_recipe(meta, config, output_dir)
-    except records.PreparedDataError as e:
-      raise records.PreparedDataError(
-          f'--output_dir: {e} Choose another folder or delete it.') from None
-    log(f'{output_dir} is already prepared for this recipe.')
-    return meta
-
-  source = source_config(config)
-  splits = {s: data.load_split(source, s, data_dir) for s in SPLITS}
-  spec = tf.data.Dataset.range(1).map(splits['train'].load_example)
-  x_spec, y_spec = spec.element_spec
-  x_shape, y_shape = x_spec.shape.as_list(), y_spec.shape.as_list()
-  seeded = _depends_on_seed(source, data_dir, splits['train'])
-  class_names, modality_names, modalities = _modalities(source, data_dir,
-                                                        splits)
-  per_shard = examples_per_shard or max(
-      1, _SHARD_BYTES // (4 * math.prod(x_shape)))
-  plan = {
-      'format': records.FORMAT_VERSION, 'dataset': config.dataset,
-      'fingerprint': records.fingerprint(config, seeded), 'seeded': seeded,
-      'source': data_dir, 'x_shape': x_shape, 'y_shape': y_shape,
-      'splits': {s: {'num_examples': len(split),
-                     'num_shards': max(1, -(-len(split) // per_shard)),
-                     'examples_per_shard': per_shard}
-                 for s, split in splits.items()}}
-
-  tf.io.gfile.makedirs(output_dir)
-  progress = os.path.join(output_dir, records.PROGRESS)
-  if tf.io.gfile.exists(progress):
-    try:
-      previous = json_files.read_json(progress)
-    except json_files.JsonFileError:
-      previous = None
-    if previous != json.loads(json.dumps(json_files.to_strict(plan))):
-      log(f'{output_dir}: an interrupted prepare of another recipe; starting '
-          'over.')
-      _clear(output_dir)
-    else:
-      log(f'{output_dir}: resuming an interrupted prepare.')
-  elif tf.io.gfile.listdir(output_dir):
-    raise records.PreparedDataError(
-        f'--output_dir={output_dir} is not empty and holds no prepared '
-        'dataset; choose an empty or new folder.')
-  if not tf.io.gfile.exists(progress):
-    json_files.write_json(progress, plan)
-
-  meta = dict(plan, created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-              class_names=class_names, modalities=modality_names,
-              writer_options=records.WRITER_OPTIONS,
-              normalization={
-                  'mean': records._jsonable(  # pylint: disable=protected-access
-                      config.normalization.get('mean')),
-                  'std': records._jsonable(  # pylint: disable=protected-access
-                      config.normalization.get('std')),
-                  'modality_stats': records._jsonable(  # pylint: disable=protected-access
-                      config.data.get('modality_stats', {}))},
-              splits={})
-  for name, split in splits.items():
-    count = plan['splits'][name]['num_shards']
-    shards = []
-    for k in range(count):
-      start, stop = k * per_shard, min(len(split), (k + 1) * per_shard)
-      shard = records.shard_name(name, k, count)
-      path = os.path.join(output_dir, shard)
-      if _shard_ok(path, stop - start):
-        log(f'{shard}: kept from the interrupted prepare')
-      else:
-        began = time.perf_counter()
-        _write_shard(split, start, stop, path)
-        log(f'{shard}: {stop - start} examples, '
-            f'{(stop - start) / (time.perf_counter() - began):.0f}/s')
-      shards.append({'name': shard, 'num_records': stop - start,
-                     'bytes': tf.io.gfile.stat(path).length})
-    _write_npy(os.path.join(output_dir, records.modalities_name(name)),
-               modalities[name])
-    if not y_shape:
-      _write_npy(os.path.join(output_dir, records.labels_name(name)),
-                 np.asarray(split.labels, np.int32))
-    meta['splits'][name] = {'num_examples': len(split), 'x_shape': x_shape,
-                            'y_shape': y_shape, 'shards': shards}
-  json_files.write_json(os.path.join(output_dir, records.METADATA), meta)
-  tf.io.gfile.remove(progress)
-  return meta
 
 
 def main(argv):
@@ -296,11 +63,12 @@ def main(argv):
   tf.get_logger().setLevel('ERROR')
   began = time.perf_counter()
   try:
-    meta = prepare(config, data_dir, _OUTPUT_DIR.value,
-                   _EXAMPLES_PER_SHARD.value, log=print)
+    meta = record_writer.prepare(config, data_dir, _OUTPUT_DIR.value,
+                                 _EXAMPLES_PER_SHARD.value, log=print)
   except ValueError as e:  # DataError and PreparedDataError among them.
     raise app.UsageError(str(e)) from None
-  counts = '/'.join(str(meta['splits'][s]['num_examples']) for s in SPLITS)
+  counts = '/'.join(str(meta['splits'][s]['num_examples'])
+                    for s in record_writer.SPLITS)
   print(f'{config.dataset}: {counts} examples (train/validation/test) in '
         f'{_OUTPUT_DIR.value} ({time.perf_counter() - began:.0f} s)')
 

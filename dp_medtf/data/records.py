@@ -39,10 +39,11 @@ Example:
   The demo dataset at 8 x 8 pixels, prepared and read back:
 
   >>> from dp_medtf import recipes
-  >>> from dp_medtf.data import prepare
+  >>> from dp_medtf.data import record_writer
   >>> config = recipes.load('demo')
   >>> config.data.image_size, config.input_shape = 8, (8, 8, 3)
-  >>> meta = prepare.prepare(config, '', 'demo_prepared', log=lambda _: None)
+  >>> meta = record_writer.prepare(config, '', 'demo_prepared',
+  ...                              log=lambda _: None)
   >>> is_prepared('demo_prepared')
   True
   >>> split = load_split(config, 'train', 'demo_prepared')

@@ -11,8 +11,7 @@ import tensorflow as tf
 
 from dp_medtf import data
 from dp_medtf import recipes
-from dp_medtf.data import files
-from dp_medtf.data import prepare
+from dp_medtf.data import record_writer
 from dp_medtf.data import records
 from tests.data import fixtures
 
@@ -60,8 +59,8 @@ def raw(tmp_path_factory):
 @pytest.fixture(scope='module')
 def rad_prepared(raw, tmp_path_factory):
   out = str(tmp_path_factory.mktemp('rad_prepared') / 'out')
-  prepare.prepare(_config('radimagenet'), raw('radimagenet'), out,
-                  examples_per_shard=8)
+  record_writer.prepare(_config('radimagenet'), raw('radimagenet'), out,
+                        examples_per_shard=8)
   return out
 
 
@@ -74,7 +73,7 @@ def _bits(x):
 def test_every_example_is_identical_to_the_raw_reader(dataset, raw, tmp_path):
   config = _config(dataset)
   out = str(tmp_path / 'out')
-  meta = prepare.prepare(config, raw(dataset), out, examples_per_shard=3)
+  meta = record_writer.prepare(config, raw(dataset), out, examples_per_shard=3)
   assert records.is_prepared(out)
   for split in data.SPLITS:
     from_files = data.load_split(config, split, raw(dataset))
@@ -120,7 +119,7 @@ def test_images_not_resampled_are_stored_as_uint8(tmp_path):
   raw_dir = fixtures.make_radimagenet(str(tmp_path), per_class=3, size=SIZE)
   config = _config('radimagenet')
   out = str(tmp_path / 'out')
-  prepare.prepare(config, raw_dir, out)
+  record_writer.prepare(config, raw_dir, out)
   from_files = data.load_split(config, 'train', raw_dir)
   from_records = data.load_split(config, 'train', out)
   assert {from_records.read(i)[0] for i in range(len(from_records))} == {
@@ -182,7 +181,7 @@ def test_interrupted_prepare_is_detected_then_resumed(raw, tmp_path,
                                                       monkeypatch):
   config = _config('radimagenet')
   out = str(tmp_path / 'out')
-  write = prepare._write_shard
+  write = record_writer._write_shard
   written = []
 
   def fail_on_third(split, start, stop, path):
@@ -191,19 +190,19 @@ def test_interrupted_prepare_is_detected_then_resumed(raw, tmp_path,
     write(split, start, stop, path)
     written.append(path)
 
-  monkeypatch.setattr(prepare, '_write_shard', fail_on_third)
+  monkeypatch.setattr(record_writer, '_write_shard', fail_on_third)
   with pytest.raises(KeyboardInterrupt):
-    prepare.prepare(config, raw('radimagenet'), out, examples_per_shard=8)
+    record_writer.prepare(config, raw('radimagenet'), out, examples_per_shard=8)
   assert not os.path.exists(os.path.join(out, records.METADATA))
   with pytest.raises(records.PreparedDataError,
                      match=f'--data_dir={out}: an incomplete prepared '
                      r'dataset \(no prepared.json') as e:
     data.load_split(config, 'train', out)
   assert '\n' not in str(e.value)
-  monkeypatch.setattr(prepare, '_write_shard', write)
+  monkeypatch.setattr(record_writer, '_write_shard', write)
   lines = []
-  prepare.prepare(config, raw('radimagenet'), out, examples_per_shard=8,
-                  log=lines.append)
+  record_writer.prepare(config, raw('radimagenet'), out,
+                        examples_per_shard=8, log=lines.append)
   kept = [l for l in lines if 'kept from the interrupted prepare' in l]
   assert len(kept) == 2 and 'resuming' in lines[0]
   assert not os.path.exists(os.path.join(out, records.PROGRESS))
@@ -215,22 +214,22 @@ def test_interrupted_prepare_is_detected_then_resumed(raw, tmp_path,
                                   from_files.load_example(i)[0].numpy())
   # Once complete, the same command does nothing.
   lines.clear()
-  prepare.prepare(config, raw('radimagenet'), out, examples_per_shard=8,
-                  log=lines.append)
+  record_writer.prepare(config, raw('radimagenet'), out,
+                        examples_per_shard=8, log=lines.append)
   assert lines == [f'{out} is already prepared for this recipe.']
 
 
 def test_interrupted_prepare_of_another_recipe_starts_over(raw, tmp_path,
                                                            monkeypatch):
   out = str(tmp_path / 'out')
-  monkeypatch.setattr(prepare, '_write_shard', _raise_interrupt)
+  monkeypatch.setattr(record_writer, '_write_shard', _raise_interrupt)
   with pytest.raises(KeyboardInterrupt):
-    prepare.prepare(_config('radimagenet', image_size=8), raw('radimagenet'),
-                    out, examples_per_shard=8)
+    record_writer.prepare(_config('radimagenet', image_size=8),
+                          raw('radimagenet'), out, examples_per_shard=8)
   monkeypatch.undo()
   lines = []
-  prepare.prepare(_config('radimagenet'), raw('radimagenet'), out,
-                  examples_per_shard=8, log=lines.append)
+  record_writer.prepare(_config('radimagenet'), raw('radimagenet'), out,
+                        examples_per_shard=8, log=lines.append)
   assert 'starting over' in lines[0]
   assert data.load_split(_config('radimagenet'), 'test', out).x_shape == (
       SIZE, SIZE, 1)
@@ -324,7 +323,7 @@ def test_another_dataset_or_recipe_is_refused(rad_prepared, change, message):
 def test_seeded_crops_refuse_another_seed(raw, tmp_path):
   out = str(tmp_path / 'out')
   config = _config('ham10000')
-  prepare.prepare(config, raw('ham10000'), out, examples_per_shard=16)
+  record_writer.prepare(config, raw('ham10000'), out, examples_per_shard=16)
   config.seed = 1
   with pytest.raises(records.PreparedDataError,
                      match=r'prepared with --config.seed=0, but this run '
@@ -336,7 +335,8 @@ def test_output_dir_with_other_files_is_refused(raw, tmp_path):
   (tmp_path / 'notes.txt').write_text('mine')
   with pytest.raises(records.PreparedDataError,
                      match=f'--output_dir={tmp_path} is not empty'):
-    prepare.prepare(_config('radimagenet'), raw('radimagenet'), str(tmp_path))
+    record_writer.prepare(_config('radimagenet'), raw('radimagenet'),
+                          str(tmp_path))
   assert os.listdir(tmp_path) == ['notes.txt']
 
 
