@@ -209,7 +209,7 @@ def test_train_app_runs_end_to_end(ham, tmp_path):
 
 
 def test_throughput_rates_are_measured(ham):
-  from dp_medtf.data import throughput  # pylint: disable=g-import-not-at-top
+  from dp_medtf.data import input_rates  # pylint: disable=g-import-not-at-top
   split = ham10000.load_split(_config(), 'train', ham)
-  first, later = throughput.reader_rates(split, 50)
+  first, later = input_rates.reader_rates(split, 50)
   assert first > 0 and later > 0

@@ -9,25 +9,25 @@ import pytest
 
 from dp_medtf import recipes
 from dp_medtf.data import radimagenet
-from dp_medtf.data import throughput
+from dp_medtf.data import input_rates
 
 
 def test_corpus_has_radimagenet_layout_and_splits(tmp_path):
-  data_dir = throughput.generate_corpus(str(tmp_path), 120)
-  config = throughput.scale_config(recipes.load('radimagenet'))
+  data_dir = input_rates.generate_corpus(str(tmp_path), 120)
+  config = input_rates.scale_config(recipes.load('radimagenet'))
   index = radimagenet.read_index(config, data_dir)
   assert [len(index.splits[s]) for s in ('train', 'validation', 'test')] == [
       96, 12, 12]
-  assert len(index.class_names) == len(throughput.SCALE_CLASSES)
+  assert len(index.class_names) == len(input_rates.SCALE_CLASSES)
   assert index.modalities == ('CT', 'MR', 'US')
   # Ultrasound sits one folder less deep, as in RadImageNet.
   assert os.path.isdir(os.path.join(data_dir, 'radiology_ai', 'US',
                                     'gallstone'))
   pngs = {open(p, 'rb').read() for p in index.splits['train'].paths}
-  assert 1 < len(pngs) <= throughput.SCALE_DISTINCT
+  assert 1 < len(pngs) <= input_rates.SCALE_DISTINCT
   # A finished corpus is reused, not written again.
   before = os.path.getmtime(os.path.join(data_dir, 'RadiologyAI_train.csv'))
-  throughput.generate_corpus(str(tmp_path), 120)
+  input_rates.generate_corpus(str(tmp_path), 120)
   assert os.path.getmtime(
       os.path.join(data_dir, 'RadiologyAI_train.csv')) == before
 
