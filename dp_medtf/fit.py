@@ -80,7 +80,7 @@ def clip_norm_for(config: ml_collections.ConfigDict) -> float:
   dp.clip_norms is keyed by budget, in any spelling epsilons.parse_epsilon
   reads ('8', '8.0', '1e9'); a key that is not a budget raises ValueError.
   """
-  table = config.dp.get('clip_norms', {}) or {}
+  table = config.dp.clip_norms or {}
   for key, value in table.items():
     budget = epsilons_lib.parse_epsilon(
         str(key), f'--config.dp.clip_norms key {key!r}')
@@ -124,8 +124,7 @@ def dp_keras_config(config: ml_collections.ConfigDict,
       engine=config.dp.engine,
       augmentation_multiplicity=int(config.augment.multiplicity),
       insecure_seeded_randomness=bool(config.dp.insecure_seeded_randomness),
-      seed=int(config.seed), jit_compile=bool(config.get('jit_compile',
-                                                           False)))
+      seed=int(config.seed), jit_compile=bool(config.jit_compile))
 
 
 def privacy_plan(dp: keras_dp.DPKerasConfig, replicas: int = 1
@@ -170,7 +169,7 @@ def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
       step draws a secret one.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  loss = losses.for_task(task_of(config), config.get('class_weights', ()))
+  loss = losses.for_task(task_of(config), config.class_weights)
   optimizer = optimizers.make_optimizer(
       config.optimizer, config.learning_rate, model.trainable_variables,
       strategy)
@@ -179,7 +178,7 @@ def make_step(config: ml_collections.ConfigDict, plan: PrivacyPlan,
       clip_norm=plan.clip_norm, noise_multiplier=plan.noise_multiplier,
       expected_batch_size=plan.expected_batch_size, generator=generator,
       engine=config.dp.engine,
-      jit_compile=bool(config.get('jit_compile', False)))
+      jit_compile=bool(config.jit_compile))
 
 
 def _flip_probs(config: ml_collections.ConfigDict) -> dict[int, float]:
@@ -242,12 +241,12 @@ def evaluate(model: tf.keras.Model, split, normalizer: pipeline.Normalizer,
 
 def task_of(config: ml_collections.ConfigDict) -> str:
   """'classification' (the default) or 'segmentation'."""
-  return config.get('task', 'classification')
+  return config.task
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
   """The recipe's class names, or their indices."""
-  names = config.get('class_names', ())
+  names = config.class_names
   return list(names) or [str(c) for c in range(int(config.num_classes))]
 
 
@@ -302,10 +301,10 @@ def early_stopping_for(config: ml_collections.ConfigDict
     >>> early_stopping_for(config)
     EarlyStopping(metric='mcc', mode='max', patience=50, min_delta=0.001)
   """
-  stopping = config.get('early_stopping')
+  stopping = config.early_stopping
   if not stopping or not int(stopping.patience):
     return None
-  metric = stopping.get('metric') or primary_metric(config)
+  metric = stopping.metric or primary_metric(config)
   names = validation_metric_names(config)
   if metric not in names:
     raise ValueError(f'--config.early_stopping.metric={metric!r} is not a '
@@ -407,7 +406,7 @@ def normalizer_for(config: ml_collections.ConfigDict, train,
     ValueError: naming the field, for fit_on_data in a private run.
   """
   norm = config.normalization
-  if norm.get('fit_on_data', False):
+  if norm.fit_on_data:
     if private:
       raise ValueError(
           '--config.normalization.fit_on_data=True reads statistics of the '
@@ -549,8 +548,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         optimizer=optimizers.make_optimizer(
             config.optimizer, config.learning_rate,
             model.trainable_variables, strategy),
-        loss=losses.for_task(task_of(config),
-                             config.get('class_weights', ())))
+        loss=losses.for_task(task_of(config), config.class_weights))
     step = private.train_step_object()
   if plan.private:
     logging.info('DP-SGD: engine=%s z=%.6g C=%g q=%.5g T=%d chunk=%d '
@@ -607,7 +605,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   save_release_model(model, layout.model)
   results = runs_lib.RunResults(
       dataset=config.dataset,
-      recipe=config.get('recipe') or config.dataset,
+      recipe=config.recipe or config.dataset,
       model=config.model.name,
       engine=config.dp.engine if plan.private else 'non_private',
       status=runs_lib.FINISHED if finished else runs_lib.INTERRUPTED,

@@ -63,6 +63,36 @@ def load(dataset: str, baseline: bool = False) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
+# Fields whose contents differ per dataset or model (the reader's settings,
+# the model's constructor arguments).
+_OPEN_FIELDS = ('data', 'model', 'attack.data', 'dp.clip_norms')
+
+
+def missing_fields(config: ml_collections.ConfigDict) -> list[str]:
+  """The fields of configs/base.py that `config` lacks, as dotted names.
+
+  Example:
+
+    >>> config = load('demo')
+    >>> del config.dp['engine']
+    >>> missing_fields(config)
+    ['dp.engine']
+  """
+  from dp_medtf.configs import base  # pylint: disable=g-import-not-at-top
+
+  def walk(want, have, prefix):
+    for key, value in want.items():
+      name = prefix + key
+      if key not in have:
+        yield name
+      elif (isinstance(value, ml_collections.ConfigDict) and
+            name not in _OPEN_FIELDS and
+            isinstance(have[key], ml_collections.ConfigDict)):
+        yield from walk(value, have[key], name + '.')
+
+  return list(walk(base.get_config(), config, ''))
+
+
 def _number(config: ml_collections.ConfigDict, field: str) -> float:
   node = config
   for part in field.split('.'):
@@ -83,6 +113,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the first bad field (`--config.<field>`).
   """
+  missing = missing_fields(config)
+  if missing:
+    raise ValueError(
+        f'The recipe lacks {", ".join("config." + f for f in missing)}: '
+        'build recipes on dp_medtf/configs/base.py (base.get_config()), which '
+        'gives every field its default.')
+
   def check(field, ok, what):
     value = _number(config, field)
     if math.isnan(value) or not ok(value):
@@ -98,12 +135,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check('eval_batch_size', lambda v: v >= 1 and integer(v),
         'a positive integer')
   check('dp.clip_norm', positive, 'positive and finite')
-  for key, value in (config.dp.get('clip_norms', {}) or {}).items():
+  for key, value in (config.dp.clip_norms or {}).items():
     norm = float(value)
     if not positive(norm):
       raise ValueError(f'--config.dp.clip_norms[{key}] must be positive and '
                        f'finite, got {norm:g}.')
-  weights = [float(w) for w in config.get('class_weights', ()) or ()]
+  weights = [float(w) for w in config.class_weights or ()]
   for i, weight in enumerate(weights):
     if math.isnan(weight) or not 0 <= weight < math.inf:
       raise ValueError(f'--config.class_weights[{i}] must be non-negative '
@@ -142,7 +179,7 @@ def _validate_early_stopping(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the field; for early stopping in a private run.
   """
-  if not config.get('early_stopping'):
+  if not config.early_stopping:
     return
   patience = _number(config, 'early_stopping.patience')
   if not (patience >= 0 and float(patience).is_integer()):
@@ -155,9 +192,9 @@ def _validate_early_stopping(config: ml_collections.ConfigDict) -> None:
   if not 0 <= min_delta < math.inf:
     raise ValueError('--config.early_stopping.min_delta must be '
                      f'non-negative and finite, got {min_delta:g}.')
-  if stopping.get('mode') not in ('max', 'min'):
+  if stopping.mode not in ('max', 'min'):
     raise ValueError("--config.early_stopping.mode must be 'max' or 'min', "
-                     f"got {stopping.get('mode')!r}.")
+                     f"got {stopping.mode!r}.")
   if not math.isinf(_number(config, 'dp.epsilon')):
     raise ValueError(
         '--config.early_stopping.patience > 0 needs --epsilon=inf: a private '
@@ -185,7 +222,7 @@ def apply_budget_rules(config: ml_collections.ConfigDict
   """
   config = ml_collections.ConfigDict(config.to_dict())
   epsilon = float(config.dp.epsilon)
-  for i, rule in enumerate(config.get('budget_rules', ()) or ()):
+  for i, rule in enumerate(config.budget_rules or ()):
     rule = dict(rule)
     low, high = float(rule.get('above', -math.inf)), float(
         rule.get('up_to', math.inf))

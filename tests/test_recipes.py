@@ -57,3 +57,24 @@ def test_bad_numbers_are_named(field, value, named):
   config[field] = value
   with pytest.raises(ValueError, match=named):
     recipes.validate(config)
+
+
+@pytest.mark.parametrize('field', ['jit_compile', 'dp.engine',
+                                   'early_stopping.metric', 'attack'])
+def test_a_recipe_without_a_base_field_is_refused_naming_it(field):
+  config = recipes.load('ham10000')
+  *parents, leaf = field.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  del node[leaf]
+  with pytest.raises(ValueError, match=rf'lacks config\.{field}\b.*base'):
+    recipes.validate(config)
+
+
+@pytest.mark.parametrize('dataset', recipes.DATASETS)
+@pytest.mark.parametrize('baseline', [False, True])
+def test_every_shipped_recipe_has_every_base_field(dataset, baseline):
+  if baseline and not recipes.has_baseline(dataset):
+    pytest.skip('no baseline recipe')
+  assert recipes.missing_fields(recipes.load(dataset, baseline)) == []

@@ -229,9 +229,9 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str, *,
   if not run_dirs:
     epsilons = epsilons_lib.parse_epsilons(
         epsilon if epsilon is not None else DEFAULT_EPSILONS)
-  settings = config.get('attack', None)
-  skip_near_empty = bool(settings and settings.skip_near_empty)
-  if settings and settings.get('data', None):
+  settings = config.attack
+  skip_near_empty = bool(settings.skip_near_empty)
+  if settings.data:
     with config.unlocked():
       config.data.update(settings.data.to_dict())
   train_split, attacked = load_splits(config, split, data_dir)
