@@ -51,17 +51,20 @@ def _recipe_choice(argv: list[str]) -> tuple[str, bool] | None:
   """(--dataset, --baseline) as absl parses them, before the other flags.
 
   config_flags loads --config's default recipe when it is set, before the
-  command line is parsed; this reads the two flags that choose it from argv
-  with absl's own parser. None when either value is invalid (the full parse
-  then reports it).
+  command line is parsed; this reads the flags that choose it from argv
+  (flagfiles included) with absl's own parser. None when --config is given
+  or a value is invalid (the full parse then reports it).
   """
   early = flags.FlagValues()
   flags.DEFINE_enum('dataset', _DATASET.default, recipes.DATASETS, '',
                     flag_values=early)
   flags.DEFINE_bool('baseline', False, '', flag_values=early)
+  flags.DEFINE_string('config', None, '', flag_values=early)
   try:
     early(list(argv), known_only=True)
   except flags.Error:
+    return None
+  if early['config'].present:
     return None
   return early.dataset, early.baseline
 
@@ -74,8 +77,6 @@ def set_default_config(argv: list[str]) -> None:
   override names a field the recipe lacks (absl reads the file while setting
   the default), or when the dataset has no baseline recipe.
   """
-  if any(a == '--config' or a.startswith('--config=') for a in argv):
-    return
   choice = _recipe_choice(argv)
   if choice is not None:
     dataset, baseline = choice
@@ -95,7 +96,10 @@ def resolve_config(config, apply_epsilon: bool = True):
     apply_epsilon: set dp.epsilon from --epsilon; False for apps whose
       --epsilon is not one budget (the attack takes a list).
   """
-  if config.dataset != _DATASET.value and FLAGS['dataset'].present:
+  # Without --config the recipe was chosen from argv before parsing; the
+  # parsed --dataset must agree (it is the dataset the run names).
+  if config.dataset != _DATASET.value and (FLAGS['dataset'].present or
+                                           not FLAGS['config'].present):
     raise app.UsageError(
         f'--dataset={_DATASET.value} disagrees with the recipe\'s dataset '
         f'{config.dataset!r}.')
@@ -115,15 +119,20 @@ def resolve_config(config, apply_epsilon: bool = True):
 
 
 def load_config():
-  """The --config recipe; an unreadable file is a usage error."""
+  """The --config recipe; an unreadable or incomplete file is a usage error."""
   config = _CONFIG.value
+  path = FLAGS['config'].config_filename
   try:
     config.dataset  # pylint: disable=pointless-statement
   except OSError as e:
-    path = FLAGS['config'].config_filename
     reason = ('no such file' if not os.path.isfile(path) else
               cli.last_line(str(e.__cause__ or e)))
     raise app.UsageError(f'--config={path}: {reason}.') from None
+  missing = recipes.missing_fields(config)
+  if missing:
+    raise app.UsageError(
+        f'--config={path} lacks {", ".join("config." + f for f in missing)}: '
+        'build recipes on dp_medtf/configs/base.py (base.get_config()).')
   return config
 
 

@@ -1,6 +1,7 @@
 """recipe_flags: --dataset and --baseline choose the default recipe file."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -43,3 +44,40 @@ def test_an_unknown_dataset_leaves_the_default_for_absl_to_refuse(
   before = config_flag.default
   recipe_flags.set_default_config(argv)
   assert config_flag.default is before
+
+
+def test_config_in_a_flagfile_is_seen(tmp_path, config_flag, monkeypatch):
+  flagfile = tmp_path / 'flags.txt'
+  flagfile.write_text('--config=/some/recipe.py\n--dataset=radimagenet\n')
+  argv = ['app', f'--flagfile={flagfile}']
+  monkeypatch.setattr(sys, 'argv', argv)
+  before = config_flag.default
+  assert recipe_flags._recipe_choice(argv) is None
+  recipe_flags.set_default_config(argv)
+  assert config_flag.default is before
+
+
+def test_a_dataset_read_as_another_flags_value_is_refused():
+  # absl reads --dataset=ham10000 as --workdir's value, so the parsed
+  # --dataset (demo) and the recipe chosen from argv (ham10000) disagree.
+  proc = subprocess.run(
+      [sys.executable, '-m', 'dp_medtf.train', '--workdir',
+       '--dataset=ham10000'], capture_output=True, text=True, check=False)
+  assert proc.returncode == 2
+  assert "disagrees with the recipe's dataset 'ham10000'" in proc.stderr
+
+
+def test_a_recipe_file_not_built_on_base_is_a_usage_error(tmp_path):
+  recipe = tmp_path / 'bare.py'
+  recipe.write_text(
+      'from dp_medtf.configs import demo\n\n'
+      'def get_config():\n'
+      '  config = demo.get_config()\n'
+      '  del config["budget_rules"]\n'
+      '  return config\n')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'dp_medtf.train', f'--config={recipe}'],
+      capture_output=True, text=True, check=False)
+  assert proc.returncode == 2
+  assert f'--config={recipe} lacks config.budget_rules' in proc.stderr
+  assert 'Traceback' not in proc.stderr
