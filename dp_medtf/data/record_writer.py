@@ -238,11 +238,9 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str,
               class_names=class_names, modalities=modality_names,
               writer_options=records.WRITER_OPTIONS,
               normalization={
-                  'mean': records._jsonable(  # pylint: disable=protected-access
-                      config.normalization.get('mean')),
-                  'std': records._jsonable(  # pylint: disable=protected-access
-                      config.normalization.get('std')),
-                  'modality_stats': records._jsonable(  # pylint: disable=protected-access
+                  'mean': records.jsonable(config.normalization.mean),
+                  'std': records.jsonable(config.normalization.std),
+                  'modality_stats': records.jsonable(
                       config.data.get('modality_stats', {}))},
               splits={})
   for name, split in splits.items():

@@ -111,7 +111,7 @@ def is_prepared(folder: str) -> bool:
       for name in (METADATA, PROGRESS))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
   """Config values as JSON gives them back (tuples as lists)."""
   if isinstance(value, ml_collections.ConfigDict):
     value = value.to_dict()
@@ -131,10 +131,10 @@ def fingerprint(config: ml_collections.ConfigDict,
     A JSON-able dict: dataset, input_shape, the content fields of
     config.data and, when seeded, the seed.
   """
-  data = {k: v for k, v in _jsonable(config.data).items()
+  data = {k: v for k, v in jsonable(config.data).items()
           if k not in CONTENT_FREE_FIELDS}
   found = {'dataset': config.dataset,
-           'input_shape': _jsonable(tuple(config.input_shape)), 'data': data}
+           'input_shape': jsonable(tuple(config.input_shape)), 'data': data}
   if seeded:
     found['seed'] = int(config.seed)
   return found
@@ -190,9 +190,13 @@ def decode(record: bytes, x_shape: Sequence[int],
   """(float32 x, int32 y) of one record: encode's inverse, bit for bit."""
   nx, ny = math.prod(x_shape), math.prod(y_shape)
   x_tag, y_tag = record[0], record[1]
+  if y_tag not in (Y_UINT8, Y_INT32):
+    raise ValueError(f'unknown label tag {y_tag}')
   stored = np.frombuffer(record, _X_DTYPES[x_tag], nx, offset=2)
   y = np.frombuffer(record, np.uint8 if y_tag == Y_UINT8 else '<i4', ny,
                     offset=2 + stored.nbytes)
+  if len(record) != 2 + stored.nbytes + y.nbytes:
+    raise ValueError(f'{len(record)} bytes, not {2 + stored.nbytes + y.nbytes}')
   x = stored
   if x_tag == X_UINT8:
     x = x.astype(np.float32) * _INV_255
@@ -350,12 +354,17 @@ class RecordSplit:
     for shard in np.unique(shards):
       where = np.flatnonzero(shards == shard)
       shard = int(shard)
+      reader = self._reader(shard)
       try:
-        found = self._reader(shard).read(
-            (indices[where] - self._starts[shard]).tolist())
+        found = reader.read((indices[where] - self._starts[shard]).tolist())
       except RuntimeError as e:
-        raise self._shard_error(
-            shard, f'at example {int(indices[where[0]])}', e) from None
+        for index in indices[where]:  # Names the record that fails.
+          try:
+            reader.read([int(index - self._starts[shard])])
+          except RuntimeError as e_one:
+            raise self._shard_error(shard, f'at example {int(index)}',
+                                    e_one) from None
+        raise self._shard_error(shard, 'in a batched read', e) from None
       for position, record in zip(where, found):
         out[position] = record
     return out
@@ -408,7 +417,10 @@ class RecordSplit:
     """int32 [N] class labels, or [N, *spatial] label maps (reads them all)."""
     if self._labels is not None:
       return self._labels
-    return self._decode_many(np.arange(len(self)))[1]
+    block = 64  # Label maps come with their volumes: read a few at a time.
+    return np.concatenate([
+        self._decode_many(np.arange(start, min(start + block, len(self))))[1]
+        for start in range(0, len(self), block)])
 
 
 def _check_shards(folder: str, meta: dict[str, Any], split: str) -> None:

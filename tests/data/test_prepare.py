@@ -161,6 +161,15 @@ def test_records_round_trip_bit_for_bit(x, y, x_tag, y_tag):
   assert rx.dtype == np.float32 and ry.dtype == np.int32
 
 
+@pytest.mark.parametrize('damage', ['longer', 'shorter', 'label_tag'])
+def test_a_damaged_record_does_not_decode(damage):
+  record = records.encode(np.zeros([2, 2, 1], np.float32), np.int32(1))
+  record = {'longer': record + b'\0', 'shorter': record[:-1],
+            'label_tag': record[:1] + bytes([7]) + record[2:]}[damage]
+  with pytest.raises(ValueError):
+    records.decode(record, (2, 2, 1), ())
+
+
 def test_a_batch_read_equals_its_examples_read_one_by_one(rad_prepared):
   # Shards of 8 records (see rad_prepared): these indices span several
   # shards, out of order and repeated, as a padded Poisson chunk can be.
