@@ -87,7 +87,8 @@ def main(argv: Sequence[str]) -> int:
     argv: left-over command-line arguments (none are accepted).
 
   Returns:
-    0 when every run succeeded or was skipped, 1 otherwise.
+    0 when every run succeeded or was skipped, 1 otherwise (a run failed or
+    was interrupted: run the sweep again with --skip_finished --resume).
   """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -110,7 +111,7 @@ def main(argv: Sequence[str]) -> int:
                                 max_parallel=_MAX_PARALLEL.value)
   counts = record['counts']
   print(f'sweep: {counts} -> {runs_lib.sweep_record_path(spec.sweep_dir)}')
-  return 1 if counts.get('failed') else 0
+  return 1 if counts.get('failed') or counts.get('interrupted') else 0
 
 
 if __name__ == '__main__':

@@ -101,7 +101,7 @@ class Run:
   command: list[str]
   log: str
   recipe: str = ''  # <dataset> or <dataset>_baseline.
-  status: str = 'pending'  # pending|running|succeeded|failed|skipped
+  status: str = 'pending'  # pending|running|succeeded|interrupted|failed|skipped
   returncode: int | None = None
   wall_seconds: float | None = None
   epsilon_spent: float | None = None
@@ -386,7 +386,8 @@ def _launch(run: Run, runner: Runner) -> None:
   run.wall_seconds = round(time.monotonic() - start, 1)
   results = read_results(run.workdir) if run.returncode == 0 else None
   if results is not None:
-    run.status = 'succeeded'
+    # A run that stopped early on purpose (stop_after_steps) exits 0 too.
+    run.status = 'succeeded' if results.finished else 'interrupted'
     run.summarize(results)
     return
   run.status = 'failed'

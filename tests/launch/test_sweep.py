@@ -51,13 +51,16 @@ def _flag_value(command, name):
   return next(a[len(prefix):] for a in command if a.startswith(prefix))
 
 
-def _fake_runner(fail=(), raise_for=(), write_results=True, calls=None):
+def _fake_runner(fail=(), raise_for=(), write_results=True, calls=None,
+                 interrupt=()):
   """A runner that 'trains' by writing results.json, failing some runs.
 
   Args:
     fail: (epsilon, seed) pairs that exit 1 after logging an error.
     raise_for: (epsilon, seed) pairs whose launch raises.
     write_results: whether successful runs write results.json.
+    interrupt: (epsilon, seed) pairs that exit 0 with an interrupted run's
+      results.json (stop_after_steps).
     calls: a list that collects each (epsilon, seed) launched.
 
   Returns:
@@ -80,7 +83,9 @@ def _fake_runner(fail=(), raise_for=(), write_results=True, calls=None):
     if write_results:
       run_fixtures.write_run(
           _flag_value(command, 'workdir'), epsilon_target=float(key[0]),
-          epsilon_spent=float(key[0]), seed=key[1], metrics={'mcc': 0.5})
+          epsilon_spent=float(key[0]), seed=key[1],
+          **(dict(status=runs_lib.INTERRUPTED, metrics=None)
+             if key in interrupt else dict(metrics={'mcc': 0.5})))
     return 0
 
   return runner
@@ -431,6 +436,21 @@ def test_skip_finished_runs_again_what_did_not_finish(tmp_path):
                                skip_finished=True, out=io.StringIO())
   assert calls == [('8', 10), ('8', 11), ('inf', 10)]
   assert record['counts'] == {'succeeded': 3, 'skipped': 1}
+
+
+def test_a_run_that_exits_0_unfinished_is_recorded_as_interrupted(tmp_path):
+  spec = _spec(tmp_path, epsilons='8', seeds='10,11')
+  runs = sweeps.plan_sweep(spec)
+  out = io.StringIO()
+  record = sweeps.execute_sweep(spec, runs, runner=_fake_runner(
+      interrupt=[('8', 10)]), out=out)
+  assert record['counts'] == {'interrupted': 1, 'succeeded': 1}
+  assert 'eps=8 seed=10: interrupted (exit 0' in out.getvalue()
+  calls = []
+  sweeps.execute_sweep(spec, sweeps.plan_sweep(spec),
+                       runner=_fake_runner(calls=calls), skip_finished=True,
+                       out=io.StringIO())
+  assert calls == [('8', 10)]
 
 
 def test_an_unreadable_results_json_is_one_sentence_in_the_log(tmp_path,
