@@ -6,11 +6,12 @@ memory, or files read on demand. The train pipeline turns a plan of physical
 chunks (from sampling.py) into (x [b, ...], y [b, ...], mask [b]) batches of
 the examples as stored: a split with `load_batch` (prepared records, arrays)
 reads each chunk in one call, several chunks at once; any other split loads
-each example in a parallel map, batched back into the chunks. Normalising them and making the K augmented views
-(`training_views`) runs in the fit loop's tf.function, on the device that
-runs it (one GPU: that GPU; under a multi-device strategy, before the chunk
-is split across the replicas). Done in tf.data it multiplied the bytes each
-example costs the host's input threads by K and made them the bottleneck. Augmentation seeds derive from
+each example in a parallel map, batched back into the chunks. Normalising
+them and making the K augmented views (`training_views`) runs in the fit
+loop's tf.function, on the device that runs it (one GPU: that GPU; under a
+multi-device strategy, before the chunk is split across the replicas). Done
+in tf.data it multiplied the bytes each example costs the host's input
+threads by K and made them the bottleneck. Augmentation seeds derive from
 (seed, step), so the views are deterministic given the seed.
 
 Example:

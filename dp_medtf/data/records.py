@@ -197,15 +197,14 @@ def decode(record: bytes, x_shape: Sequence[int],
                     offset=2 + stored.nbytes)
   if len(record) != 2 + stored.nbytes + y.nbytes:
     raise ValueError(f'{len(record)} bytes, not {2 + stored.nbytes + y.nbytes}')
-  x = stored
+  x = stored.astype(np.float32)
   if x_tag == X_UINT8:
-    x = x.astype(np.float32) * _INV_255
+    x *= _INV_255
   elif x_tag == X_UINT8_PNG:
-    x = (x.astype(np.float32) * np.float32(257)) * _INV_65535
+    x = (x * np.float32(257)) * _INV_65535
   elif x_tag == X_UINT16:
-    x = x.astype(np.float32) * _INV_65535
-  return (x.astype(np.float32).reshape(x_shape),
-          y.astype(np.int32).reshape(y_shape))
+    x *= _INV_65535
+  return x.reshape(x_shape), y.astype(np.int32).reshape(y_shape)
 
 
 def read_metadata(folder: str) -> dict[str, Any]:
